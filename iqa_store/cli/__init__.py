@@ -1,0 +1,75 @@
+"""The iqa-store command line: a thin click layer over ``iqa_store.api``.
+
+Commands load lazily (click's documented LazyGroup pattern), so ``iqa-store --help`` and
+``iqa-store ls`` never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+# command name -> "module:attribute"; a new command is one module plus one line here
+COMMANDS = {
+    "extract": "iqa_store.cli.extract_cmd:extract",
+    "fit": "iqa_store.cli.fit_cmd:fit",
+    "run": "iqa_store.cli.run_cmd:run",
+    "ls": "iqa_store.cli.store_cmds:ls",
+    "show": "iqa_store.cli.store_cmds:show",
+    "rm": "iqa_store.cli.store_cmds:rm",
+    "gc": "iqa_store.cli.store_cmds:gc",
+    "export": "iqa_store.cli.store_cmds:export",
+    "import": "iqa_store.cli.store_cmds:import_",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, _, attribute = COMMANDS[name].partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as error:
+            if _is_user_error(error):
+                click.echo(f"error: {error}", err=True)
+                sys.exit(2)
+            raise
+
+
+def _is_user_error(error: Exception) -> bool:
+    """Errors caused by input (files, names, settings) get one clear line, no traceback."""
+    from iqa_store.datasets.manifest import ManifestError
+    from iqa_store.extractors.base import ExtractorError
+    from iqa_store.registry import RegistryError
+    from iqa_store.store.store import StoreError
+    return isinstance(error, (ManifestError, ExtractorError, RegistryError, StoreError, ValueError, FileNotFoundError))
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="iqa-store")
+def cli() -> None:
+    """iqa-store: extract image features once into a Zarr store, then fit quality regressors on them.
+
+    \b
+    Example:
+      iqa-store extract --model brisque --dataset demo
+      iqa-store fit --features brisque --regressor ridge
+    """
+
+
+def main() -> None:
+    cli(prog_name="iqa-store")

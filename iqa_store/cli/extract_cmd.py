@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import sys
+
+import click
+
+from iqa_store.cli.options import emit, format_option, store_option
+
+
+def _parse_dataset_options(pairs: tuple[str, ...]) -> dict[str, object]:
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--option")
+        options[key.replace("-", "_")] = {"true": True, "false": False}.get(value.lower(), value)
+    return options
+
+
+@click.command()
+@click.option("--model", "-m", required=True, help="Extractor name (iqa-store extract --help lists them).")
+@click.option("--dataset", "-d", required=True, help="Dataset adapter: demo, koniq, csv, ...")
+@click.option("--root", type=click.Path(), help="Dataset root folder (or the dataset's environment variable).")
+@click.option("--option", "-o", "dataset_options", multiple=True, metavar="KEY=VALUE",
+              help="Dataset adapter option, e.g. -o labels=scores.csv -o mos_column=MOS for --dataset csv.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--workers", type=click.IntRange(0), help="DataLoader decoding processes [default: min(4, cores)].")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Local checkpoint file (safetensors or torch state dict).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="[default: bf16 on CUDA, fp32 on CPU]")
+@click.option("--random-init", is_flag=True, help="Random weights. For tests only: the features mean nothing.")
+@click.option("--strict", is_flag=True, help="Exit non-zero when any image failed.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@store_option
+@format_option
+def extract(model: str, dataset: str, root: str | None, dataset_options: tuple[str, ...], device: str, batch_size: int,
+            workers: int | None, weights: str | None, precision: str | None, random_init: bool, strict: bool, quiet: bool,
+            store: str, fmt: str) -> None:
+    """Extract MODEL features for every image of DATASET into the store.
+
+    Cached: a second run does no model work; an interrupted run resumes from its last
+    finished chunk; unreadable images are reported by file and the rest is extracted.
+
+    \b
+    Examples:
+      iqa-store extract --model brisque --dataset demo
+      iqa-store extract --model clip-vitb16 --dataset koniq --root ~/data/koniq10k
+      iqa-store extract -m clip-vitb16 -d csv --root ~/photos -o labels=mos.csv -o mos_column=score
+      iqa-store extract -m clip-vitb16 -d koniq --weights ~/ckpt/ViT-B-16.safetensors
+    """
+    from iqa_store import api
+    report = api.extract(model, dataset, root=root, store=store, device=device, batch_size=batch_size, workers=workers,
+                         weights=weights, random_init=random_init, precision=precision,
+                         dataset_options=_parse_dataset_options(dataset_options), progress=not quiet,
+                         log=lambda line: click.echo(line, err=True))
+    emit(fmt, report.to_dict(), report.summary)
+    if report.status == "interrupted":
+        sys.exit(130)
+    if strict and report.failures:
+        sys.exit(1)

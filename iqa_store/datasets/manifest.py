@@ -1,0 +1,131 @@
+"""The Manifest: one dataset's images and labels in a fixed order.
+
+Every adapter turns an official release into a Manifest; everything downstream (extraction,
+fingerprints, splits, fits) reads only the Manifest, never the release's own files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from iqa_store.fingerprint import fingerprint
+
+COLUMNS = ("image_id", "path", "mos", "mos_std", "mos_original", "reference_id", "split")
+
+
+class ManifestError(ValueError):
+    """A label file or image tree that cannot be turned into a valid manifest."""
+
+
+def resolve_inside(root: Path, relative: str, *, source: str) -> str:
+    """Return ``relative`` normalised, refusing anything that leaves ``root``.
+
+    A label file is untrusted input: absolute paths, ``..`` segments and symlinks that lead
+    outside the dataset root are rejected, naming ``source`` (file and row) in the error.
+    """
+    text = str(relative).strip().replace("\\", "/")
+    if not text:
+        raise ManifestError(f"{source}: empty image path")
+    if os.path.isabs(text) or text.startswith("/") or (len(text) > 1 and text[1] == ":"):
+        raise ManifestError(f"{source}: absolute image path {text!r} is not allowed; paths must be relative to the dataset root")
+    root_real = os.path.realpath(root)
+    target_real = os.path.realpath(os.path.join(root_real, text))
+    if os.path.commonpath([root_real, target_real]) != root_real:
+        raise ManifestError(f"{source}: image path {text!r} leads outside the dataset root {root}")
+    return os.path.relpath(target_real, root_real).replace(os.sep, "/")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Images of one dataset with MOS (higher = better) and optional std, reference, split.
+
+    ``table`` columns: image_id (unique str), path (relative to root), mos (float, higher is
+    better), mos_std (float, NaN when unpublished), mos_original (the published value, before
+    any direction or scale conversion), reference_id (str or None), split (official
+    assignment "train"/"val"/"test" or None).
+    """
+
+    dataset: str
+    root: Path
+    table: pd.DataFrame
+    mos_range: tuple[float, float] = (0.0, 1.0)
+    original_direction: str = "higher_better"  # of mos_original: "higher_better" or "lower_better"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "table", _normalise_table(self.table, self.dataset))
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def ids(self) -> list[str]:
+        return self.table["image_id"].tolist()
+
+    @property
+    def mos(self) -> np.ndarray:
+        return self.table["mos"].to_numpy(dtype=np.float64)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.root / p for p in self.table["path"]]
+
+    @property
+    def reference_ids(self) -> list[str] | None:
+        refs = self.table["reference_id"]
+        return None if refs.isna().all() else refs.astype(str).tolist()
+
+    @property
+    def official_split(self) -> list[str] | None:
+        split = self.table["split"]
+        return None if split.isna().all() else split.tolist()
+
+    def file_identity(self) -> list[list[Any]]:
+        """(id, size, mtime_ns) per image; size -1 for a missing file.
+
+        This is what the manifest hash covers: a replaced or edited image changes it.
+        """
+        rows = []
+        for image_id, path in zip(self.ids, self.paths):
+            try:
+                stat = path.stat()
+                rows.append([image_id, stat.st_size, stat.st_mtime_ns])
+            except OSError:
+                rows.append([image_id, -1, 0])
+        return rows
+
+    def manifest_hash(self) -> str:
+        return fingerprint({"dataset": self.dataset, "files": self.file_identity()})
+
+    def subset(self, mask: Sequence[bool] | np.ndarray) -> "Manifest":
+        return Manifest(self.dataset, self.root, self.table[np.asarray(mask, bool)].reset_index(drop=True),
+                        self.mos_range, self.original_direction, dict(self.info))
+
+
+def _normalise_table(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    missing = [c for c in ("image_id", "path", "mos") if c not in table.columns]
+    if missing:
+        raise ManifestError(f"{dataset}: manifest lacks columns {missing}")
+    out = table.copy()
+    for column in COLUMNS:
+        if column not in out.columns:
+            out[column] = np.nan if column in ("mos_std", "mos_original") else None
+    out["image_id"] = out["image_id"].astype(str)
+    out["mos"] = pd.to_numeric(out["mos"], errors="coerce").astype(float)
+    if out["mos_original"].isna().all():
+        out["mos_original"] = out["mos"]
+    duplicated = out["image_id"][out["image_id"].duplicated()]
+    if len(duplicated):
+        raise ManifestError(f"{dataset}: duplicate image ids {sorted(set(duplicated))[:10]}")
+    bad = out.index[~np.isfinite(out["mos"].to_numpy())]
+    if len(bad):
+        rows = ", ".join(f"{out.at[i, 'image_id']} (row {i})" for i in bad[:10])
+        raise ManifestError(f"{dataset}: MOS missing or not a number for {len(bad)} image(s): {rows}")
+    return out[list(COLUMNS)].reset_index(drop=True)

@@ -1,0 +1,257 @@
+"""Extraction: dataset manifest + extractor -> feature set in the store, chunk by chunk.
+
+Each row chunk is claimed with a lock, computed in batches that start at the chunk's first
+row (so a resumed run computes exactly the batches an uninterrupted one would), and
+committed by a background writer while the model works on the next batches.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from iqa_store.datasets.manifest import Manifest
+from iqa_store.extractors.base import Extractor, ImageReadError, RunOptions
+from iqa_store.store import DONE, FAILED, ChunkResult, FeatureSet, FeatureStore
+
+_WAIT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Failure:
+    row: int
+    image_id: str
+    path: str
+    reason: str
+
+
+@dataclass
+class ExtractionReport:
+    feature_set: str
+    status: str  # "cached", "complete" or "interrupted"
+    rows: int
+    computed: int = 0
+    reused: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.computed / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"feature_set": self.feature_set, "status": self.status, "rows": self.rows, "computed": self.computed,
+                "reused": self.reused, "failed": len(self.failures), "seconds": round(self.seconds, 3),
+                "images_per_second": round(self.images_per_second, 2),
+                "failures": [f.__dict__ for f in self.failures]}
+
+    def summary(self) -> str:
+        if self.status == "cached":
+            head = f"{self.feature_set}: cached, {self.rows} rows, nothing to compute"
+        elif self.status == "interrupted":
+            head = f"{self.feature_set}: interrupted after {self.computed} new rows; finished chunks are saved, run the same command to resume"
+        else:
+            head = (f"{self.feature_set}: complete, {self.rows} rows ({self.computed} computed, {self.reused} reused) "
+                    f"in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s)")
+        lines = [head]
+        if self.failures:
+            lines.append(f"{len(self.failures)} image(s) failed:")
+            lines += [f"  {f.path}: {f.reason}" for f in self.failures]
+        return "\n".join(lines)
+
+
+class _Images:
+    """Map-style dataset for the DataLoader: runs ``load_item`` in worker processes.
+
+    Indices are (chunk, row) pairs; (chunk, None) is an empty marker for a chunk whose rows
+    are all reused from another set, so it still flows through the same commit path.
+    """
+
+    def __init__(self, extractor: Extractor, paths: list[Path]) -> None:
+        self.extractor, self.paths = extractor, paths
+
+    def __getitem__(self, index: tuple[int, int | None]) -> tuple[int, int | None, Any, str | None]:
+        chunk, row = index
+        if row is None:
+            return chunk, None, None, None
+        try:
+            return chunk, row, self.extractor.load_item(self.paths[row]), None
+        except ImageReadError as error:
+            return chunk, row, None, str(error)
+
+    def collate(self, samples: list[tuple[int, int | None, Any, str | None]]) -> dict[str, Any]:
+        good = [s for s in samples if s[1] is not None and s[3] is None]
+        return {"chunks": sorted({s[0] for s in samples}),
+                "rows": [s[1] for s in good],
+                "batch": self.extractor.collate([s[2] for s in good]) if good else None,
+                "failures": [(s[1], s[3]) for s in samples if s[3] is not None]}
+
+
+class _ChunkPlan:
+    """The batch sampler: claims chunks one at a time, lazily, and yields their batches."""
+
+    def __init__(self, fs: FeatureSet, chunks: list[int], reuse: dict[int, tuple[FeatureSet, int]], batch_size: int):
+        self.fs, self.chunks, self.reuse, self.batch_size = fs, chunks, reuse, batch_size
+        self.locks: dict[int, Any] = {}
+        self.to_compute: dict[int, list[int]] = {}
+        self.busy: list[int] = []
+
+    def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
+        for chunk in self.chunks:
+            lock = self.fs.chunk_lock(chunk)
+            if chunk in self.fs.done_chunks():
+                continue
+            if not lock.acquire():
+                self.busy.append(chunk)
+                continue
+            if chunk in self.fs.done_chunks():  # committed between our check and our lock
+                lock.release()
+                continue
+            self.locks[chunk] = lock
+            start, stop = self.fs.chunk_rows(chunk)
+            rows = [r for r in range(start, stop) if r not in self.reuse]
+            self.to_compute[chunk] = rows
+            if not rows:
+                yield [(chunk, None)]
+            for i in range(0, len(rows), self.batch_size):
+                yield [(chunk, r) for r in rows[i:i + self.batch_size]]
+
+
+class _ChunkBuffer:
+    def __init__(self, fs: FeatureSet, chunk: int, reuse: dict[int, tuple[FeatureSet, int]], expected: int,
+                 sources: dict[Path, np.ndarray]) -> None:
+        self.start, stop = fs.chunk_rows(chunk)
+        self.values = np.full((stop - self.start, fs.dim), np.nan, np.float32)
+        self.status = np.zeros(stop - self.start, np.int8)
+        self.failures: dict[int, str] = {}
+        self.remaining = expected
+        self.reused = 0
+        for row in range(self.start, stop):
+            if row in reuse:
+                source, source_row = reuse[row]
+                if source.path not in sources:  # read each source set once, not once per row
+                    sources[source.path] = source.read()
+                self.values[row - self.start] = sources[source.path][source_row]
+                self.status[row - self.start] = DONE
+                self.reused += 1
+
+    def put(self, rows: list[int], values: np.ndarray) -> None:
+        for row, vector in zip(rows, values):
+            if np.isfinite(vector).all():
+                self.values[row - self.start], self.status[row - self.start] = vector, DONE
+            else:
+                self.fail(row, "extractor produced non-finite values (NaN or inf)")
+        self.remaining -= len(rows)
+
+    def fail(self, row: int, reason: str) -> None:
+        self.status[row - self.start] = FAILED
+        self.failures[row] = reason
+
+
+def extract(manifest: Manifest, extractor: Extractor, store: FeatureStore, options: RunOptions = RunOptions(), *,
+            progress: bool = True, log: Callable[[str], None] = print) -> ExtractionReport:
+    """Compute ``extractor`` on every image of ``manifest`` that the store does not have yet."""
+    fs, _ = store.open_or_create(manifest, extractor)
+    report = ExtractionReport(fs.name, "cached", fs.n_rows)
+    if fs.is_complete:
+        report.failures = _failures(fs)
+        return report
+    started = time.perf_counter()
+    with store.writer_lock(fs):
+        reuse = store.reusable_rows(fs)
+        prepared = False
+        try:
+            while pending := fs.pending_chunks():
+                todo = sum(1 for k in pending for r in range(*fs.chunk_rows(k)) if r not in reuse)
+                if todo and not prepared:
+                    extractor.prepare(options)
+                    prepared = True
+                plan = _ChunkPlan(fs, pending, reuse, options.batch_size)
+                _run_pass(fs, extractor, plan, reuse, options, report, progress)
+                if plan.busy and not plan.locks:
+                    holders = ", ".join(sorted({fs.chunk_lock(k).holder() for k in plan.busy}))
+                    log(f"waiting for {len(plan.busy)} chunk(s) being computed by another process ({holders})")
+                    time.sleep(_WAIT_SECONDS)
+        except KeyboardInterrupt:
+            report.status = "interrupted"
+    report.seconds = time.perf_counter() - started
+    if report.status != "interrupted":
+        fs.mark_complete_if_done()
+        report.status = "complete"
+    report.failures = _failures(fs)
+    return report
+
+
+def _run_pass(fs: FeatureSet, extractor: Extractor, plan: _ChunkPlan, reuse: dict[int, tuple[FeatureSet, int]],
+              options: RunOptions, report: ExtractionReport, progress: bool) -> None:
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    images = _Images(extractor, _paths(fs))
+    loader = DataLoader(images, batch_sampler=plan, num_workers=options.workers, collate_fn=images.collate,
+                        pin_memory=options.device.startswith("cuda"), worker_init_fn=_one_thread,
+                        persistent_workers=False)
+    buffers: dict[int, _ChunkBuffer] = {}
+    sources: dict[Path, np.ndarray] = {}
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqa-store-writer")
+    commits: list[Future] = []
+    bar = tqdm(total=sum(1 for k in fs.pending_chunks() for r in range(*fs.chunk_rows(k))), unit="img",
+               desc=f"extract {fs.extractor} on {fs.dataset}", disable=not progress, leave=False)
+    try:
+        for batch in loader:
+            chunk = batch["chunks"][0]  # a batch never spans chunks
+            buffer = buffers.get(chunk)
+            if buffer is None:
+                buffer = buffers[chunk] = _ChunkBuffer(fs, chunk, reuse, len(plan.to_compute[chunk]), sources)
+                bar.update(buffer.reused)
+            for row, reason in batch["failures"]:
+                buffer.fail(row, reason)
+                buffer.remaining -= 1
+            if batch["rows"]:
+                with torch.inference_mode():
+                    values = extractor.compute(batch["batch"])
+                buffer.put(batch["rows"], values)
+            done_rows = len(batch["rows"]) + len(batch["failures"])
+            report.computed += done_rows
+            bar.update(done_rows)
+            if buffer.remaining == 0:
+                result = ChunkResult(chunk, buffer.values, buffer.status, buffer.failures, buffer.reused)
+                report.reused += buffer.reused
+                commits.append(writer.submit(_commit, fs, result, plan.locks.pop(chunk)))
+                del buffers[chunk]
+    finally:
+        bar.close()
+        writer.shutdown(wait=True)  # finished chunks are saved even when interrupted
+        for lock in plan.locks.values():
+            lock.release()
+    for commit in commits:
+        commit.result()  # surface a failed write
+
+
+def _commit(fs: FeatureSet, result: ChunkResult, lock: Any) -> None:
+    try:
+        fs.commit_chunk(result, writer=lock.holder())
+    finally:
+        lock.release()
+
+
+def _paths(fs: FeatureSet) -> list[Path]:
+    root = Path(fs.attrs["dataset_root"])
+    return [root / p for p in fs.rel_paths]
+
+
+def _one_thread(_: int) -> None:
+    # Decoding workers each get one BLAS/torch thread: the cores belong to the workers as a whole.
+    import torch
+    torch.set_num_threads(1)
+
+
+def _failures(fs: FeatureSet) -> list[Failure]:
+    ids, paths = fs.ids, _paths(fs)
+    return [Failure(row, ids[row], str(paths[row]), reason) for row, reason in sorted(fs.failures().items())]

@@ -1,0 +1,31 @@
+"""Feature extractors, registered by name. One module per family.
+
+To add a model: write its module (a dataclass subclass of ``Extractor``) and add one
+``EXTRACTORS.register`` line below. Entries are lazy strings, so listing does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iqa_store.extractors.base import Extractor, ExtractorError, ImageReadError, RunOptions
+from iqa_store.registry import Registry
+
+__all__ = ["EXTRACTORS", "Extractor", "ExtractorError", "ImageReadError", "RunOptions", "create_extractor"]
+
+EXTRACTORS: Registry = Registry("extractor")
+
+EXTRACTORS.register("brisque", "iqa_store.extractors.brisque:Brisque",
+                    help="BRISQUE, 36 natural-scene statistics (Mittal et al. 2012), MATLAB-exact")
+EXTRACTORS.register("clip-vitb16", "iqa_store.extractors.clip:clip_vitb16", help="OpenAI CLIP ViT-B/16 image embedding (512-d)")
+EXTRACTORS.register("clip-vitb32", "iqa_store.extractors.clip:clip_vitb32", help="OpenAI CLIP ViT-B/32 image embedding (512-d)")
+EXTRACTORS.register("clip-vitl14", "iqa_store.extractors.clip:clip_vitl14", help="OpenAI CLIP ViT-L/14 image embedding (768-d)")
+EXTRACTORS.register("clip-rn50", "iqa_store.extractors.clip:clip_rn50", help="OpenAI CLIP ResNet-50 image embedding (1024-d)")
+
+
+def create_extractor(name: str, **settings: Any) -> Extractor:
+    """Build the extractor registered as ``name`` with the given settings."""
+    return EXTRACTORS.get(name)(**settings)
+
+EXTRACTORS.register_prefix("openclip", "iqa_store.extractors.clip:from_spec",
+                           help="any open_clip architecture and tag: openclip:ARCH:PRETRAINED")

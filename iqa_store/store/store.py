@@ -1,0 +1,262 @@
+"""The store root: feature sets, encoders, manifests, splits and results under one folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from iqa_store.fingerprint import fingerprint
+from iqa_store.store.featureset import DONE, FeatureSet, build_feature_set, now_iso
+from iqa_store.store.files import FileLock, read_json, write_json_atomic
+
+if TYPE_CHECKING:
+    from iqa_store.datasets.manifest import Manifest
+    from iqa_store.extractors.base import Extractor
+
+DEFAULT_CHUNK_BYTES = 1 << 20  # at least ~1 MB per row chunk: few, large files on disk
+_VERSIONED_PACKAGES = ("iqa-store", "numpy", "torch", "open_clip_torch", "zarr", "pillow", "scipy")
+
+
+class StoreError(RuntimeError):
+    """A feature set name that resolves to nothing or to several sets, or a busy store."""
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("IQA_STORE", "stores"))
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+@dataclass(frozen=True)
+class GcItem:
+    path: str
+    reason: str
+
+
+class FeatureStore:
+    """A store root on the local filesystem (``--store``, ``$IQA_STORE`` or ``./stores``)."""
+
+    def __init__(self, root: str | Path | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self.chunk_bytes = int(chunk_bytes)
+
+    features_dir = property(lambda self: self.root / "features")
+    manifests_dir = property(lambda self: self.root / "manifests")
+    encoders_dir = property(lambda self: self.root / "encoders")
+    results_dir = property(lambda self: self.root / "results")
+    splits_dir = property(lambda self: self.root / "splits")
+    staging_dir = property(lambda self: self.root / ".staging")
+
+    def staging_path(self) -> Path:
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        return self.staging_dir / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+    # --- feature sets --------------------------------------------------------------------
+    def feature_sets(self, dataset: str | None = None, extractor: str | None = None) -> list[FeatureSet]:
+        pattern = f"{dataset or '*'}/{extractor or '*'}/*/zarr.json"
+        return [FeatureSet(p.parent) for p in sorted(self.features_dir.glob(pattern))]
+
+    def rows_per_chunk(self, dim: int) -> int:
+        return max(1, -(-self.chunk_bytes // (4 * dim)))
+
+    def open_or_create(self, manifest: "Manifest", extractor: "Extractor") -> tuple[FeatureSet, bool]:
+        """The feature set for this manifest and extractor; created (empty) if new.
+
+        The fingerprint covers the extractor (weights, preprocessing, version) and the
+        manifest (ids, file sizes and mtimes): a changed input is a new set, never an overwrite.
+        """
+        extractor_fp = extractor.fingerprint()
+        manifest_hash = manifest.manifest_hash()
+        fp = fingerprint({"extractor": extractor_fp, "manifest": manifest_hash})
+        path = self.features_dir / manifest.dataset / extractor.name / fp
+        if (path / "zarr.json").exists():
+            return FeatureSet(path), False
+        self.save_manifest(manifest, manifest_hash)
+        attrs = {"dataset": manifest.dataset, "extractor": extractor.name, "fingerprint": fp,
+                 "extractor_fingerprint": extractor_fp, "fingerprint_inputs": extractor.fingerprint_inputs(),
+                 "extractor_settings": extractor.settings(), "manifest_hash": manifest_hash,
+                 "dataset_root": str(manifest.root), "package_versions": package_versions(), "created": now_iso()}
+        identity = manifest.file_identity()
+        fs = build_feature_set(path, self.staging_path(), attrs, manifest.ids, manifest.table["path"].tolist(),
+                               identity, extractor.dim, self.rows_per_chunk(extractor.dim))
+        return fs, True
+
+    def get(self, name: str) -> FeatureSet:
+        """A set by full name ``dataset/extractor/fingerprint`` (a unique fingerprint prefix is enough)."""
+        parts = name.strip("/").split("/")
+        if len(parts) != 3:
+            raise StoreError(f"feature set name {name!r} must look like DATASET/EXTRACTOR/FINGERPRINT (see `iqa-store ls`)")
+        dataset, extractor, prefix = parts
+        matches = [fs for fs in self.feature_sets(dataset, extractor) if fs.fingerprint.startswith(prefix)]
+        if not matches:
+            raise StoreError(f"no feature set {name!r} in {self.root}")
+        if len(matches) > 1:
+            raise StoreError(f"{name!r} is ambiguous: " + ", ".join(fs.name for fs in matches))
+        return matches[0]
+
+    def resolve(self, short: str, dataset: str, manifest_hash: str | None = None) -> FeatureSet:
+        """Resolve a short feature name for one dataset.
+
+        ``clip-vitb16`` (exact extractor), ``clip`` (the only extractor named ``clip-*``),
+        ``clip-vitb16@3fa2`` (fingerprint prefix) or a full name. Among complete sets the one
+        built on ``manifest_hash`` wins; anything still ambiguous is an error listing candidates.
+        """
+        if short.count("/") == 2:
+            return self.get(short)
+        base, _, fp_prefix = short.partition("@")
+        complete = [fs for fs in self.feature_sets(dataset) if fs.is_complete]
+        candidates = [fs for fs in complete if fs.extractor == base]
+        if not candidates:
+            candidates = [fs for fs in complete if fs.extractor.startswith(base + "-")]
+        if fp_prefix:
+            candidates = [fs for fs in candidates if fs.fingerprint.startswith(fp_prefix)]
+        if manifest_hash and len(candidates) > 1:
+            current = [fs for fs in candidates if fs.attrs["manifest_hash"] == manifest_hash]
+            candidates = current or candidates
+        if not candidates:
+            have = sorted({fs.extractor for fs in complete}) or ["none"]
+            raise StoreError(f"no complete feature set {short!r} for dataset {dataset!r}; it has: {', '.join(have)}")
+        if len(candidates) > 1:
+            listing = "\n  ".join(f"{fs.name}  {fs.attrs['extractor_settings']}" for fs in candidates)
+            raise StoreError(f"{short!r} is ambiguous for dataset {dataset!r}; name one of:\n  {listing}")
+        return candidates[0]
+
+    def reusable_rows(self, target: FeatureSet) -> dict[int, tuple[FeatureSet, int]]:
+        """Rows of ``target`` already computed, with the same extractor fingerprint, in other sets.
+
+        An image matches when id, size and mtime agree: a dataset that gains images only
+        computes the new ones.
+        """
+        wanted = {identity: row for row, identity in enumerate(target.file_identity())}
+        found: dict[int, tuple[FeatureSet, int]] = {}
+        for other in self.feature_sets(target.dataset, target.extractor):
+            if other.path == target.path or other.attrs["extractor_fingerprint"] != target.attrs["extractor_fingerprint"]:
+                continue
+            done = other.status() == DONE
+            for row, identity in enumerate(other.file_identity()):
+                if done[row] and identity in wanted:
+                    found.setdefault(wanted[identity], (other, row))
+        return found
+
+    def remove(self, name: str) -> FeatureSet:
+        fs = self.get(name)
+        with self.writer_lock(fs, exclusive=True, blocking=False) as held:
+            if not held:
+                raise StoreError(f"{fs.name} is busy: an extraction is writing it ({FileLock(self._writers(fs)).holder()})")
+            trash = self.staging_path()
+            fs.path.rename(trash)  # one rename makes it disappear for readers; then delete at leisure
+        shutil.rmtree(trash)
+        return fs
+
+    # --- writers and garbage ----------------------------------------------------------------
+    @staticmethod
+    def _writers(fs: FeatureSet) -> Path:
+        return fs.path / "locks" / "writers.lock"
+
+    def writer_lock(self, fs: FeatureSet, exclusive: bool = False, blocking: bool = True) -> "_WriterLock":
+        return _WriterLock(self._writers(fs), exclusive, blocking)
+
+    def gc(self, dry_run: bool = False) -> list[GcItem]:
+        """Remove partial feature sets nobody is writing, and leftovers of crashed writers."""
+        items: list[GcItem] = []
+        for staged in sorted(self.staging_dir.glob("*")) if self.staging_dir.is_dir() else []:
+            pid = staged.name.split("-")[0]
+            if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
+                continue  # a live process is still building it
+            items.append(GcItem(str(staged), "staging leftover of a finished or crashed process"))
+        for fs in self.feature_sets():
+            if fs.is_complete:
+                continue
+            with self.writer_lock(fs, exclusive=True, blocking=False) as held:
+                if held:
+                    done = len(fs.done_chunks())
+                    items.append(GcItem(str(fs.path), f"partial feature set {fs.name} ({done}/{fs.n_chunks} chunks), no writer"))
+        for tmp in self.root.glob("**/.*.tmp"):
+            items.append(GcItem(str(tmp), "unfinished temporary file"))
+        if not dry_run:
+            for item in items:
+                path = Path(item.path)
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        return items
+
+    # --- manifests ---------------------------------------------------------------------------
+    def save_manifest(self, manifest: "Manifest", manifest_hash: str | None = None) -> Path:
+        """Keep the labels next to the features, so a fit needs only the store."""
+        manifest_hash = manifest_hash or manifest.manifest_hash()
+        path = self.manifests_dir / manifest.dataset / f"{manifest_hash}.json"
+        if not path.exists():
+            table = manifest.table.astype(object).where(manifest.table.notna(), None)
+            write_json_atomic(path, {"dataset": manifest.dataset, "root": str(manifest.root), "hash": manifest_hash,
+                                     "mos_range": list(manifest.mos_range), "original_direction": manifest.original_direction,
+                                     "info": manifest.info, "saved": now_iso(), "table": table.to_dict(orient="list")})
+        return path
+
+    def load_manifest(self, dataset: str, manifest_hash: str | None = None) -> "Manifest":
+        """The manifest saved with ``manifest_hash``, or the most recently saved one."""
+        import pandas as pd
+
+        from iqa_store.datasets.manifest import Manifest
+        folder = self.manifests_dir / dataset
+        files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+        if manifest_hash:
+            files = [p for p in files if p.stem == manifest_hash]
+        if not files:
+            raise StoreError(f"no labels for dataset {dataset!r} in {self.root}: extract a feature for it first")
+        data = read_json(files[-1])
+        return Manifest(dataset, Path(data["root"]), pd.DataFrame(data["table"]), tuple(data["mos_range"]),
+                        data["original_direction"], data["info"])
+
+    def datasets(self) -> list[str]:
+        return sorted(p.name for p in self.manifests_dir.glob("*") if p.is_dir()) if self.manifests_dir.is_dir() else []
+
+
+class _WriterLock:
+    """Shared lock held by every extraction writing a set; rm and gc take it exclusively."""
+
+    def __init__(self, path: Path, exclusive: bool, blocking: bool) -> None:
+        import fcntl
+        self.path, self._fd = path, None
+        self._flags = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if blocking else fcntl.LOCK_NB)
+
+    def __enter__(self) -> bool:
+        import fcntl
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self._fd, self._flags)
+        except BlockingIOError:
+            os.close(self._fd)
+            self._fd = None
+            return False
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__: list[str] = ["FeatureStore", "StoreError", "GcItem", "default_root", "package_versions"]
