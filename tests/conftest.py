@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny real open_clip architecture and small image trees on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+# A real open_clip ViT, only much smaller than ViT-B/16, so CPU tests take seconds.
+TINY_CLIP_ARCH = "TinyViT-test"
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_configs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("openclip_configs")
+    (folder / f"{TINY_CLIP_ARCH}.json").write_text(json.dumps(TINY_CLIP_CONFIG))
+    return folder
+
+
+@pytest.fixture()
+def tiny_clip(tiny_clip_configs: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Makes ``openclip:TinyViT-test:none`` resolvable in this process (and its subprocesses)."""
+    monkeypatch.setenv("IQA_OPENCLIP_MODEL_CONFIGS", str(tiny_clip_configs))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return f"openclip:{TINY_CLIP_ARCH}:none"
+
+
+def write_images(folder: Path, count: int, size: tuple[int, int] = (96, 128), seed: int = 0) -> list[str]:
+    """Smooth random colour images with texture (no flat regions), saved as JPEG."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(count):
+        h, w = size
+        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+        base = np.stack([np.sin(6 * xx + i), np.cos(5 * yy - i), np.sin(4 * (xx + yy) + 2 * i)], axis=-1)
+        pixels = np.clip(127 + 90 * base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+        name = f"img{i:03d}.jpg"
+        Image.fromarray(pixels).save(folder / name, quality=90)
+        names.append(name)
+    return names
+
+
+@pytest.fixture()
+def image_dataset(tmp_path: Path) -> Path:
+    """A csv-adapter dataset: 24 images plus labels.csv (MOS increasing with index)."""
+    root = tmp_path / "data"
+    names = write_images(root, 24)
+    pd.DataFrame({"path": names, "mos": np.linspace(1, 5, len(names))}).to_csv(root / "labels.csv", index=False)
+    return root
