@@ -1,0 +1,141 @@
+import numpy as np
+import pytest
+
+from iqa_store.fit.splits import (PROTOCOLS, ProtocolSpec, Split, make_splits, splits_from_json, splits_key,
+                                  splits_to_json)
+
+
+def check_partition(split: Split, n_rows: int) -> None:
+    parts = [split.train, split.val, split.test]
+    for part in parts:
+        assert np.all(np.diff(part) > 0), "indices must be sorted and unique"
+    joined = np.concatenate(parts)
+    assert joined.size == np.unique(joined).size, "parts overlap"
+    np.testing.assert_array_equal(np.sort(joined), np.arange(n_rows))
+
+
+def test_registry_lists_protocols():
+    assert PROTOCOLS.names() == ["official", "random-70-10-20", "random-80-20"]
+
+
+def test_random_80_20_partitions_with_exact_ratio():
+    splits = make_splits(ProtocolSpec("random-80-20"), 1162)
+    assert len(splits) == 10 and [s.index for s in splits] == list(range(10))
+    for split in splits:
+        check_partition(split, 1162)
+        assert (split.train.size, split.val.size, split.test.size) == (930, 0, 232)  # 1162 * 0.2 = 232.4 -> 232
+    assert not np.array_equal(splits[0].test, splits[1].test)
+
+
+def test_random_70_10_20_has_validation_part():
+    for split in make_splits(ProtocolSpec("random-70-10-20", n_splits=3), 1000):
+        check_partition(split, 1000)
+        assert (split.train.size, split.val.size, split.test.size) == (700, 100, 200)
+
+
+def test_custom_ratios():
+    split = make_splits(ProtocolSpec("random-80-20", n_splits=1, ratios=(0.6, 0.2, 0.2)), 50)[0]
+    assert (split.train.size, split.val.size, split.test.size) == (30, 10, 10)
+
+
+def test_grouped_split_never_leaks_a_reference():
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(20, 30, 29)  # LIVE-like: 29 references with unequal numbers of distortions
+    groups = np.repeat([f"ref{i:02d}" for i in range(29)], sizes)
+    groups = groups[rng.permutation(groups.size)]  # rows of one reference are not contiguous
+    for split in make_splits(ProtocolSpec("random-70-10-20"), groups.size, groups=groups):
+        check_partition(split, groups.size)
+        refs = [set(groups[part]) for part in (split.train, split.val, split.test)]
+        assert not (refs[0] & refs[1] or refs[0] & refs[2] or refs[1] & refs[2])
+        # Ratios are met on reference counts: 29 * 0.2 = 5.8 -> 6 test, 29 * 0.1 = 2.9 -> 3 val.
+        assert [len(r) for r in refs] == [20, 3, 6]
+
+
+def test_same_seed_same_splits_and_other_seed_differs():
+    spec = ProtocolSpec("random-80-20", seed=7)
+    first, second = make_splits(spec, 300), make_splits(ProtocolSpec("random-80-20", seed=7), 300)
+    assert first == second
+    other = make_splits(ProtocolSpec("random-80-20", seed=8), 300)
+    assert all(not np.array_equal(a.test, b.test) for a, b in zip(first, other))
+    # Split i does not depend on how many splits were asked for.
+    fewer = make_splits(ProtocolSpec("random-80-20", n_splits=3, seed=7), 300)
+    for a, b in zip(fewer, first):
+        np.testing.assert_array_equal(a.test, b.test)
+        np.testing.assert_array_equal(a.train, b.train)
+
+
+def test_splits_are_pinned():
+    # Stored splits are looked up by key; a change to either silently orphans them.
+    split = make_splits(ProtocolSpec("random-80-20", n_splits=1), 20)[0]
+    assert split.test.tolist() == PINNED_TEST
+    assert split.key == PINNED_KEY
+
+
+PINNED_TEST = [1, 9, 14, 15]
+PINNED_KEY = "f00819a173cd7c24"
+
+
+def test_key_reflects_every_input():
+    spec = ProtocolSpec("random-80-20")
+    base = splits_key(spec, 100)
+    assert splits_key(ProtocolSpec("random-80-20", ratios=(0.8, 0.0, 0.2)), 100) == base  # defaults resolved
+    others = [splits_key(ProtocolSpec("random-80-20", seed=1), 100), splits_key(spec, 101),
+              splits_key(ProtocolSpec("random-80-20", n_splits=5), 100),
+              splits_key(spec, 100, groups=np.arange(100) // 4),
+              splits_key(ProtocolSpec("random-70-10-20"), 100)]
+    assert len({base, *others}) == 1 + len(others)
+    assert all(s.key == base for s in make_splits(spec, 100))
+
+
+def test_json_round_trip():
+    splits = make_splits(ProtocolSpec("random-70-10-20", n_splits=4), 64)
+    restored = splits_from_json(splits_to_json(splits))
+    assert restored == splits
+    assert restored[0].key == splits[0].key and restored[0].train.dtype == np.int64
+
+
+def test_official_split():
+    labels = ["train", "test", None, "val", "train", float("nan"), "test", "train"]
+    (split,) = make_splits(ProtocolSpec("official"), len(labels), official=labels)
+    assert split.train.tolist() == [0, 4, 7]
+    assert split.val.tolist() == [3]
+    assert split.test.tolist() == [1, 6]
+    assert split.key == splits_key(ProtocolSpec("official"), len(labels), official=labels)
+
+
+@pytest.mark.parametrize("official", [None, [None] * 5])
+def test_official_split_missing(official):
+    with pytest.raises(ValueError, match="official"):
+        make_splits(ProtocolSpec("official"), 5, official=official)
+
+
+def test_official_split_bad_labels():
+    with pytest.raises(ValueError, match="train/val/test"):
+        make_splits(ProtocolSpec("official"), 3, official=["train", "testing", "test"])
+    with pytest.raises(ValueError, match="no train or no test"):
+        make_splits(ProtocolSpec("official"), 3, official=["train", "train", "val"])
+
+
+@pytest.mark.parametrize("kwargs, n_rows", [
+    ({"ratios": (0.5, 0.0, 0.4)}, 100),  # does not sum to 1
+    ({"ratios": (1.0, 0.0, 0.0)}, 100),  # no test part
+    ({"ratios": (0.9, -0.1, 0.2)}, 100),  # negative
+    ({}, 2),  # 2 * 0.2 rounds to 0 test rows
+    ({"n_splits": 0}, 100),
+])
+def test_invalid_settings_raise(kwargs, n_rows):
+    with pytest.raises(ValueError):
+        make_splits(ProtocolSpec("random-80-20", **kwargs), n_rows)
+
+
+def test_unknown_protocol_and_length_mismatch():
+    with pytest.raises(KeyError, match="unknown protocol"):
+        make_splits(ProtocolSpec("leave-one-out"), 10)
+    with pytest.raises(ValueError, match="groups"):
+        make_splits(ProtocolSpec("random-80-20"), 10, groups=[1, 2, 3])
+
+
+def test_split_arrays_are_read_only():
+    split = make_splits(ProtocolSpec("random-80-20", n_splits=1), 10)[0]
+    with pytest.raises(ValueError):
+        split.train[0] = 5
