@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -82,11 +83,15 @@ class FitOutcome:
 def fit(features: Sequence[str] = (), *, all_combos: Sequence[str] | None = None, max_size: int | None = None,
         cross: Sequence[str] | None = None, with_: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
         protocol: str = "random-80-20", splits: int = 10, seed: int = 0, regressors: Sequence[str] = ("ridge",),
-        store: FeatureStore | str | None = None, plot_dir: str | Path | None = None, progress: bool = True) -> FitOutcome:
-    """Fit every combination x split x regressor on every dataset that has all named features."""
+        store: FeatureStore | str | None = None, plot_dir: str | Path | None = None, progress: bool = True,
+        executor: Any = None) -> FitOutcome:
+    """Fit every combination x split x regressor on every dataset that has all named features.
+
+    ``executor``: any concurrent.futures.Executor for the cells, e.g. ``dask_executor(...)``.
+    """
     import pandas as pd
 
-    from iqa_store.fit import fit_grid, parse_combinations, save_run
+    from iqa_store.fit import parse_combinations, save_run
     from iqa_store.report import aggregate
     store = _store(store)
     combos = parse_combinations(list(features), all_combos=list(all_combos) if all_combos else None, max_size=max_size,
@@ -97,7 +102,7 @@ def fit(features: Sequence[str] = (), *, all_combos: Sequence[str] | None = None
         raise StoreError(f"no dataset in {store.root} has complete feature sets for all of {names}; see `iqa-store ls`")
     tables, plots, run_id = [], [], _run_id()
     for dataset in targets:
-        result = _fit_dataset(store, dataset, combos, names, protocol, splits, seed, list(regressors), progress)
+        result = _fit_dataset(store, dataset, combos, names, protocol, splits, seed, list(regressors), progress, executor)
         save_run(store.results_dir / run_id / dataset, result,
                  {"dataset": dataset, "combinations": ["+".join(c) for c in combos], "protocol": protocol,
                   "splits": splits, "seed": seed, "regressors": list(regressors)})
@@ -109,7 +114,7 @@ def fit(features: Sequence[str] = (), *, all_combos: Sequence[str] | None = None
 
 
 def _fit_dataset(store: FeatureStore, dataset: str, combos: list[tuple[str, ...]], names: list[str], protocol: str,
-                 n_splits: int, seed: int, regressors: list[str], progress: bool) -> Any:
+                 n_splits: int, seed: int, regressors: list[str], progress: bool, executor: Any) -> Any:
     from iqa_store.fit import ProtocolSpec, fit_grid
     manifest = store.load_manifest(dataset)
     sets = {name: store.resolve(name, dataset, manifest.manifest_hash()) for name in names}
@@ -118,7 +123,7 @@ def _fit_dataset(store: FeatureStore, dataset: str, combos: list[tuple[str, ...]
         features[name], valid[name] = _aligned(fs, manifest.ids)
     splits = _splits(store, manifest, ProtocolSpec(name=protocol, n_splits=n_splits, seed=seed))
     return fit_grid(features, combos, manifest.mos, splits, regressors, dataset=dataset, protocol=protocol,
-                    valid=valid, progress=progress)
+                    valid=valid, progress=progress, executor=executor)
 
 
 def _aligned(fs: Any, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -135,16 +140,45 @@ def _aligned(fs: Any, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _splits(store: FeatureStore, manifest: Any, spec: Any) -> list[Any]:
-    """Splits are stored and reused: identical for every combination and every later run."""
-    from iqa_store.fit import make_splits, splits_from_json, splits_to_json
-    groups = manifest.reference_ids if manifest.info.get("synthetic", manifest.reference_ids is not None) else None
-    splits = make_splits(spec, len(manifest), groups=groups, official=manifest.official_split)
-    path = store.splits_dir / manifest.dataset / f"{splits[0].key if hasattr(splits[0], 'key') else spec.name}.json"
+    """Splits are stored under their key and reused: identical for every combination and run.
+
+    Datasets with reference images (synthetic distortions) are split by reference, so no
+    content appears on both sides.
+    """
+    from iqa_store.fit import make_splits, splits_from_json, splits_key, splits_to_json
+    groups, official = manifest.reference_ids, manifest.official_split
+    key = splits_key(spec, len(manifest), groups=groups, official=official)
+    path = store.splits_dir / manifest.dataset / f"{spec.name}-{key}.json"
     if path.exists():
         return splits_from_json(path.read_text())
+    splits = make_splits(spec, len(manifest), groups=groups, official=official)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(splits_to_json(splits))
     return splits
+
+
+@contextmanager
+def dask_executor(scheduler: str | None = None, workers: int | None = None) -> Iterator[Any]:
+    """An executor on an existing Dask cluster (``scheduler`` address) or a LocalCluster of ``workers``.
+
+    Each local worker is one process with one thread and one BLAS thread: the regressors'
+    linear algebra is the parallel unit, not threads inside it.
+    """
+    from distributed import Client, LocalCluster
+    if scheduler:
+        client = Client(scheduler)
+        cluster = None
+    else:
+        cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True,
+                               dashboard_address=None, env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                                                             "MKL_NUM_THREADS": "1"})
+        client = Client(cluster)
+    try:
+        yield client.get_executor()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def _plots(result: Any, folder: Path, dataset: str) -> list[Path]:

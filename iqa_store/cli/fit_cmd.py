@@ -23,12 +23,14 @@ def _split_list(value: str | None) -> list[str] | None:
 @click.option("--regressor", "-r", "regressors", multiple=True, default=("ridge",), show_default=True,
               help="ridge, linear or mlp; repeat for several.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write predicted-vs-MOS scatter plots here.")
+@click.option("--workers", type=click.IntRange(1), help="Fit on a Dask LocalCluster of N worker processes.")
+@click.option("--scheduler", help="Fit on an existing Dask cluster, e.g. tcp://10.0.0.5:8786.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @store_option
 @format_option
 def fit(features: tuple[str, ...], all_combos: str | None, max_size: int | None, cross: str | None, with_: str | None,
         datasets: tuple[str, ...], protocol: str, splits: int, seed: int, regressors: tuple[str, ...],
-        plot_dir: str | None, quiet: bool, store: str, fmt: str) -> None:
+        plot_dir: str | None, workers: int | None, scheduler: str | None, quiet: bool, store: str, fmt: str) -> None:
     """Fit regressors on stored features against MOS, over combinations and splits.
 
     Short names resolve per dataset: `clip` is that dataset's clip-vitb16 set when it is the
@@ -41,12 +43,18 @@ def fit(features: tuple[str, ...], all_combos: str | None, max_size: int | None,
       iqa-store fit -f clip -f brisque -f clip+brisque -r ridge -r mlp --plot plots/
       iqa-store fit --all-combos clip,brisque,reiqa --max-size 2 --protocol random-70-10-20
       iqa-store fit --cross clip,align,altclip,hps --with brisque,cnniqa,metaiqa --dataset koniq
+      iqa-store fit -f clip+brisque --scheduler tcp://scheduler:8786
     """
+    from contextlib import nullcontext
+
     from iqa_store import api
     from iqa_store.report import to_json_records
-    outcome = api.fit(list(features), all_combos=_split_list(all_combos), max_size=max_size, cross=_split_list(cross),
-                      with_=_split_list(with_), datasets=list(datasets) or None, protocol=protocol, splits=splits,
-                      seed=seed, regressors=list(regressors), store=store, plot_dir=plot_dir, progress=not quiet)
+    cluster = api.dask_executor(scheduler, workers) if (scheduler or workers) else nullcontext(None)
+    with cluster as executor:
+        outcome = api.fit(list(features), all_combos=_split_list(all_combos), max_size=max_size, cross=_split_list(cross),
+                          with_=_split_list(with_), datasets=list(datasets) or None, protocol=protocol, splits=splits,
+                          seed=seed, regressors=list(regressors), store=store, plot_dir=plot_dir, progress=not quiet,
+                          executor=executor)
     emit(fmt, {"run": str(outcome.run_dir), "summary": to_json_records(outcome.aggregate),
                "splits": to_json_records(outcome.table), "plots": [str(p) for p in outcome.plots]},
          lambda: outcome.summary + f"\n\nresults saved in {outcome.run_dir}"
