@@ -47,7 +47,7 @@ class OpenClipExtractor(Extractor):
     seed: int = 0  # only used with random_init
     normalize: bool = False
     precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; CUDA only)
-    version = "1"
+    version = "2"  # 2: QuickGELU when the pretrained tag was trained with it (OpenAI weights)
     _model: Any = field(default=None, init=False, repr=False, compare=False)
     _transform: Any = field(default=None, init=False, repr=False, compare=False)
     _device: str = field(default="cpu", init=False, repr=False, compare=False)
@@ -62,7 +62,11 @@ class OpenClipExtractor(Extractor):
 
     def settings(self) -> dict[str, Any]:
         return {"arch": self.arch, "pretrained": self.pretrained, "normalize": self.normalize,
-                "precision": self.precision, "preprocess": self.preprocess_config()}
+                "precision": self.precision, "quick_gelu": self.quick_gelu(), "preprocess": self.preprocess_config()}
+
+    def quick_gelu(self) -> bool:
+        """OpenAI's CLIP weights were trained with QuickGELU; open_clip's plain ``ViT-B-16`` config uses GELU."""
+        return bool((_open_clip().get_pretrained_cfg(self.arch, self.pretrained) or {}).get("quick_gelu", False))
 
     @property
     def dim(self) -> int:
@@ -157,12 +161,15 @@ class OpenClipExtractor(Extractor):
         open_clip = _open_clip()
         if self.random_init:
             torch.manual_seed(self.seed)
-            model = open_clip.create_model(self.arch, pretrained=None)
+            model = open_clip.create_model(self.arch, pretrained=None, force_quick_gelu=self.quick_gelu())
         else:
             path = self._resolve_weights()
-            model = open_clip.create_model(self.arch, pretrained=None)
+            model = open_clip.create_model(self.arch, pretrained=None, force_quick_gelu=self.quick_gelu())
             state = load_state_dict(path)
-            missing, unexpected = model.load_state_dict(state, strict=False)
+            try:
+                missing, unexpected = model.load_state_dict(state, strict=False)
+            except RuntimeError as error:  # shape mismatches raise even with strict=False
+                raise ExtractorError(f"{path} does not fit {self.arch}: {str(error)[:500]}") from error
             if missing or unexpected:
                 raise ExtractorError(f"{path} does not fit {self.arch}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
         self._device = options.device
@@ -172,7 +179,7 @@ class OpenClipExtractor(Extractor):
         import torch
         batch = batch.to(self._device, non_blocking=True)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        with torch.autocast(device_type=batch.device.type, dtype=dtype, enabled=dtype is not None):
+        with torch.inference_mode(), torch.autocast(device_type=batch.device.type, dtype=dtype, enabled=dtype is not None):
             features = self._model.encode_image(batch)
         if self.normalize:
             features = torch.nn.functional.normalize(features.float(), dim=-1)

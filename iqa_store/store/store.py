@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from importlib import metadata
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from iqa_store.datasets.manifest import Manifest
     from iqa_store.extractors.base import Extractor
 
+_TMP_GRACE_SECONDS = 3600  # temporary files live milliseconds; older ones were left by a crash
 DEFAULT_CHUNK_BYTES = 1 << 20  # at least ~1 MB per row chunk: few, large files on disk
 _VERSIONED_PACKAGES = ("iqa-store", "numpy", "torch", "open_clip_torch", "zarr", "pillow", "scipy")
 
@@ -177,6 +179,7 @@ class FeatureStore:
             if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
                 continue  # a live process is still building it
             items.append(GcItem(str(staged), "staging leftover of a finished or crashed process"))
+        trash: list[Path] = []
         for fs in self.feature_sets():
             if fs.is_complete:
                 continue
@@ -184,12 +187,22 @@ class FeatureStore:
                 if held:
                     done = len(fs.done_chunks())
                     items.append(GcItem(str(fs.path), f"partial feature set {fs.name} ({done}/{fs.n_chunks} chunks), no writer"))
+                    if not dry_run:  # make it disappear while no writer can start on it; delete at leisure
+                        trash.append(self.staging_path())
+                        fs.path.rename(trash[-1])
         for tmp in self.root.glob("**/.*.tmp"):
-            items.append(GcItem(str(tmp), "unfinished temporary file"))
+            try:
+                age = time.time() - tmp.stat().st_mtime
+            except OSError:
+                continue  # renamed into place by its writer meanwhile
+            if age > _TMP_GRACE_SECONDS and not any(t in tmp.parents for t in trash):  # younger: a live writer may rename it now
+                items.append(GcItem(str(tmp), "unfinished temporary file"))
         if not dry_run:
             for item in items:
                 path = Path(item.path)
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            for path in trash:
+                shutil.rmtree(path, ignore_errors=True)
         return items
 
     # --- manifests ---------------------------------------------------------------------------

@@ -92,24 +92,26 @@ def import_feature_set(store: "FeatureStore", path: Path, manifest: "Manifest", 
     extractor = ImportedFeatures(name=name, source_sha256=file_sha256(path), source_dim=values.shape[1])
     fs, _ = store.open_or_create(manifest, extractor)
     by_row = {known[i]: r for r, i in enumerate(ids)}
-    for chunk in fs.pending_chunks():
-        start, stop = fs.chunk_rows(chunk)
-        block = np.full((stop - start, fs.dim), np.nan, np.float32)
-        status = np.full(stop - start, FAILED, np.int8)
-        failures = {}
-        for row in range(start, stop):
-            source = by_row.get(row)
-            if source is None:
-                failures[row] = f"not in imported file {path.name}"
-            elif not np.isfinite(values[source]).all():
-                failures[row] = f"non-finite values in imported file {path.name}"
-            else:
-                block[row - start], status[row - start] = values[source], DONE
-        lock = fs.chunk_lock(chunk)
-        if lock.acquire():
+    with store.writer_lock(fs):  # like an extraction: rm and gc leave it alone meanwhile
+        for chunk in fs.pending_chunks():
+            start, stop = fs.chunk_rows(chunk)
+            block = np.full((stop - start, fs.dim), np.nan, np.float32)
+            status = np.full(stop - start, FAILED, np.int8)
+            failures = {}
+            for row in range(start, stop):
+                source = by_row.get(row)
+                if source is None:
+                    failures[row] = f"not in imported file {path.name}"
+                elif not np.isfinite(values[source]).all():
+                    failures[row] = f"non-finite values in imported file {path.name}"
+                else:
+                    block[row - start], status[row - start] = values[source], DONE
+            lock = fs.chunk_lock(chunk)
+            lock.acquire(blocking=True)  # a concurrent import of the same file: wait, then skip what it did
             try:
-                fs.commit_chunk(ChunkResult(chunk, block, status, failures), writer=lock.holder())
+                if chunk not in fs.done_chunks():
+                    fs.commit_chunk(ChunkResult(chunk, block, status, failures), writer=lock.holder())
             finally:
                 lock.release()
-    fs.mark_complete_if_done()
+        fs.mark_complete_if_done()
     return fs
