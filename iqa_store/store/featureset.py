@@ -211,6 +211,7 @@ def build_feature_set(path: Path, staging: Path, attrs: dict[str, Any], ids: lis
                                                            "format_version": FORMAT_VERSION})
     group.create_array("features", shape=(n_rows, dim), chunks=(rows_per_chunk, dim), dtype="float32", fill_value=np.nan)
     group.create_array("status", shape=(n_rows,), chunks=(rows_per_chunk,), dtype="int8", fill_value=PENDING)
+    (staging / "locks").mkdir()  # exists from the start; lock users never create it (see _WriterLock)
     for name, values, dtype in (("ids", ids, str), ("paths", rel_paths, str),
                                 ("sizes", [r[1] for r in identity], "int64"), ("mtimes", [r[2] for r in identity], "int64")):
         array = group.create_array(name, shape=(n_rows,), chunks=(max(n_rows, 1),), dtype=dtype)

@@ -42,7 +42,6 @@ class FileLock:
         self._fd: int | None = None
 
     def acquire(self, blocking: bool = False) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))

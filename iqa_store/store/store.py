@@ -246,8 +246,13 @@ class _WriterLock:
 
     def __enter__(self) -> bool:
         import fcntl
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+
+        # Never create the folder: a set removed (rm, gc) while we waited must stay removed,
+        # not come back as an empty locks/ folder that blocks it from being created again.
+        try:
+            self._fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        except FileNotFoundError as error:
+            raise StoreError(f"feature set {self.path.parent.parent} was removed while opening it; run again") from error
         try:
             fcntl.flock(self._fd, self._flags)
         except BlockingIOError:
