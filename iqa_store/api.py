@@ -56,13 +56,17 @@ def build_extractor(model: str, *, device: str = "cpu", weights: str | None = No
 def extract(model: str, dataset: str, *, root: str | Path | None = None, store: FeatureStore | str | None = None,
             device: str = "auto", batch_size: int = 32, workers: int | None = None, weights: str | None = None,
             random_init: bool = False, precision: str | None = None, dataset_options: dict[str, Any] | None = None,
-            progress: bool = True, log: Callable[[str], None] = print) -> Any:
-    """Extract ``model`` features for ``dataset`` into the store (cached, resumable)."""
+            progress: bool = True, log: Callable[[str], None] = print, **settings: Any) -> Any:
+    """Extract ``model`` features for ``dataset`` into the store (cached, resumable).
+
+    ``settings`` are extractor fields (e.g. ``normalize=True`` for CLIP).
+    """
     from iqa_store.extract import extract as run_extraction
     store = _store(store)
     device = resolve_device(device)
     manifest = load_manifest(dataset, root, **(dataset_options or {}))
-    extractor = build_extractor(model, device=device, weights=weights, random_init=random_init, precision=precision)
+    extractor = build_extractor(model, device=device, weights=weights, random_init=random_init, precision=precision,
+                                **settings)
     options = RunOptions(device=device, batch_size=batch_size, workers=default_workers() if workers is None else workers)
     return run_extraction(manifest, extractor, store, options, progress=progress, log=log)
 
