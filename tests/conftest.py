@@ -57,3 +57,14 @@ def image_dataset(tmp_path: Path) -> Path:
     names = write_images(root, 24)
     pd.DataFrame({"path": names, "mos": np.linspace(1, 5, len(names))}).to_csv(root / "labels.csv", index=False)
     return root
+
+
+@pytest.fixture()
+def one_torch_thread(monkeypatch: pytest.MonkeyPatch):
+    """Two cores shared with other jobs: one intra-op thread is far faster than two contending ones."""
+    import torch
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -58,14 +58,7 @@ def _extract(manifest, extractor, store_root: Path):
     return store.get(report.feature_set), report
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread(monkeypatch: pytest.MonkeyPatch):
-    """Two cores shared with other jobs: one intra-op thread is ~50x faster than two contending ones."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture()
