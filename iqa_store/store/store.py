@@ -60,6 +60,7 @@ class FeatureStore:
     encoders_dir = property(lambda self: self.root / "encoders")
     results_dir = property(lambda self: self.root / "results")
     splits_dir = property(lambda self: self.root / "splits")
+    pretrain_dir = property(lambda self: self.root / "pretrain")  # checkpoints of unfinished training runs
     staging_dir = property(lambda self: self.root / ".staging")
 
     def staging_path(self) -> Path:
