@@ -7,6 +7,8 @@
       - model: brisque
       - model: clip-vitb16
         optional: true                  # skipped, with a note, when its weights are not on disk
+      - model: reiqa-quality
+        encoder: reiqa-quality/1443     # an encoder from `iqa-store pretrain` (or weights: FILE)
     fit:
       - features: [brisque, brisque+clip-vitb16]
         regressors: [ridge, linear, mlp]
@@ -42,6 +44,7 @@ class ExtractStep:
     optional: bool = False
     batch_size: int = 32
     weights: str | None = None
+    encoder: str | None = None  # a registry encoder (``iqa-store ls``), for the Re-IQA extractors
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,8 @@ def run_pipeline(pipeline: Pipeline, store: Any, *, device: str = "auto", worker
         log(f"dataset {manifest.dataset}: {len(manifest)} images ({manifest.info.get('labels', 'labels as published')})")
         available[manifest.dataset] = set()
         for step in pipeline.extract:
-            extractor = api.build_extractor(step.model, device=device, weights=step.weights)
+            extractor = api.build_extractor(step.model, device=device, weights=step.weights, encoder=step.encoder,
+                                            store=store)
             if step.optional and hasattr(extractor, "weights_available") and not extractor.weights_available():
                 log(f"skip {step.model}: its weights are not on this machine (optional in this pipeline; "
                     f"see README, 'Real weights')")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import Result
 from PIL import Image
 
 # A real open_clip ViT, only much smaller than ViT-B/16, so CPU tests take seconds.
@@ -48,6 +50,25 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (96, 128), se
         Image.fromarray(pixels).save(folder / name, quality=90)
         names.append(name)
     return names
+
+
+class PicklePayload:
+    """Unpickling this would create the folder ``marker``: proof that a checkpoint was never unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.mkdir, (str(self.marker),))
+
+
+def one_line_error(result: Result) -> str:
+    """The single ``error: ...`` line of a CLI run that failed on bad input (exit 2, no traceback)."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
 
 
 @pytest.fixture()

@@ -17,6 +17,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import PicklePayload
 from iqa_store.cli import cli
 from iqa_store.datasets import load_manifest
 from iqa_store.extract import extract
@@ -109,20 +110,10 @@ def test_weights_files_match_direct_open_clip(tiny_clip: str, toy, tmp_path: Pat
     assert all(torch.equal(loaded_pt[k], state[k]) and torch.equal(loaded_st[k], state[k]) for k in state)
 
 
-class _Payload:
-    """Unpickling this would create a folder: proof that the checkpoint was never unpickled."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.mkdir, (str(self.marker),))
-
-
 def test_pickle_checkpoint_is_refused(tiny_clip: str, image_dataset: Path, tmp_path: Path) -> None:
     marker = tmp_path / "payload-ran"
     bad = tmp_path / "bad.pt"
-    torch.save({"state_dict": _state_dict(0), "extra": _Payload(marker)}, bad)
+    torch.save({"state_dict": _state_dict(0), "extra": PicklePayload(marker)}, bad)
     with pytest.raises(ExtractorError, match="weights_only"):
         load_state_dict(str(bad))
     assert not marker.exists()

@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from iqa_store.distortions import BANKS, DISTORTIONS, LEVELS, PARAMETERS, DistortionError, apply, get_bank
+from iqa_store.distortions import (BANKS, DISTORTIONS, LEVELS, PARAMETERS, DistortionError, apply, get_bank,
+                                  sample_distinct)
 from iqa_store.distortions.measures import psnr, ssim
 
 PHOTOS = Path(__file__).resolve().parents[1] / "iqa_store" / "datasets" / "demo_images"
@@ -254,6 +255,46 @@ def test_ssim_and_psnr_match_scikit_image_values():
     assert float(psnr(ty, tx)) == pytest.approx(26.055218606260535, abs=1e-9)
     assert float(ssim(tx, tx)) == pytest.approx(1.0, abs=1e-12)
     assert math.isinf(float(psnr(tx, tx)))
+
+
+# --- sampling (Re-IQA's n_aug distinct distortions at random levels) ------------------------------
+
+def test_sample_distinct_draws_distinct_bank_types_at_valid_levels():
+    for bank in ("reiqa", "kadid24"):
+        draws = sample_distinct(bank, 11, generator(0))
+        types = [t for t, _ in draws]
+        assert len(draws) == 11 and len(set(types)) == 11
+        assert set(types) <= set(get_bank(bank).types)
+        assert all(level in (1, 2, 3, 4, 5) for _, level in draws)
+    everything = sample_distinct("kadid24", 24, generator(1))
+    assert sorted(t for t, _ in everything) == sorted(get_bank("kadid24").types)
+    assert sample_distinct("reiqa", 0, generator(0)) == []
+
+
+def test_sample_distinct_is_reproducible_from_the_seed():
+    assert sample_distinct("reiqa", 11, generator(5)) == sample_distinct("reiqa", 11, generator(5))
+    assert sample_distinct("reiqa", 11, generator(5)) != sample_distinct("reiqa", 11, generator(6))
+    shared = generator(7)  # successive draws from one generator differ
+    assert sample_distinct("reiqa", 11, shared) != sample_distinct("reiqa", 11, shared)
+
+
+def test_sample_distinct_levels_and_types_are_uniform_over_many_draws():
+    shared = generator(0)
+    draws = [pair for _ in range(2000) for pair in sample_distinct("reiqa", 11, shared)]
+    levels = np.bincount([level for _, level in draws], minlength=6)[1:] / len(draws)
+    np.testing.assert_allclose(levels, 0.2, atol=0.015)  # 22,000 draws: 3 sigma is about 0.008
+    counts = {t: 0 for t in get_bank("reiqa").types}
+    for t, _ in draws:
+        counts[t] += 1
+    expected = 2000 * 11 / len(counts)
+    assert all(abs(c - expected) < 0.1 * expected for c in counts.values()), counts
+
+
+def test_sample_distinct_refuses_more_types_than_the_bank_has():
+    with pytest.raises(DistortionError, match="cannot draw 27 distinct distortions from bank 'reiqa': it has 26 types"):
+        sample_distinct("reiqa", 27, generator(0))
+    with pytest.raises(DistortionError, match="cannot draw -1"):
+        sample_distinct("kadid24", -1, generator(0))
 
 
 # --- errors and laziness ---------------------------------------------------------------------------

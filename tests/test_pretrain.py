@@ -287,3 +287,32 @@ def test_torchrun_ddp_on_cpu_registers_one_encoder(photos: Path, tmp_path: Path)
     records = list_encoders(FeatureStore(store))
     assert len(records) == 1 and records[0].provenance["world_size"] == 2
     assert run.stdout.count(records[0].id) == 2  # each rank reports the one registered encoder
+
+
+def test_pretrained_encoder_extracts_and_fits_end_to_end(tmp_path: Path, image_dataset: Path) -> None:
+    """pretrain -> registry -> extract --encoder -> fit, all through the CLI."""
+    runner = CliRunner()
+    store = tmp_path / "store"
+    trained = runner.invoke(cli, [*_cli_args(image_dataset, store, 2, 0), "--format", "json"])
+    assert trained.exit_code == 0, trained.output
+    encoder_id = list_encoders(FeatureStore(store))[0].id
+    extracted = runner.invoke(cli, ["extract", "--model", "reiqa-quality", "--encoder", encoder_id, "--dataset", "csv",
+                                    "--root", str(image_dataset), "-o", "labels=labels.csv", "--store", str(store),
+                                    "--device", "cpu", "--workers", "0", "--quiet", "--strict"])
+    assert extracted.exit_code == 0, extracted.output
+    feature_set = FeatureStore(store).feature_sets(extractor="reiqa-quality")[0]
+    features = feature_set.read()
+    assert features.shape == (24, 2 * 512) and np.isfinite(features).all()
+    # the stored vector is the registered backbone at full and half scale ([0, 1] input, no normalisation)
+    backbone = Encoder("resnet-tiny", None, 128).backbone.eval()
+    weights = get_encoder(FeatureStore(store), encoder_id).load_state_dict()
+    backbone.load_state_dict({k[len("backbone."):]: v for k, v in weights.items() if k.startswith("backbone.")})
+    first = Image.open(image_dataset / "img000.jpg").convert("RGB")
+    halves = [first, first.resize((first.width // 2, first.height // 2), Image.BICUBIC)]
+    with torch.no_grad():
+        direct = torch.cat([backbone(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1)[None])
+                            for im in halves], dim=1)[0].numpy()
+    np.testing.assert_allclose(features[feature_set.ids.index("img000.jpg")], direct, rtol=1e-4, atol=1e-5)
+    fitted = runner.invoke(cli, ["fit", "--features", "reiqa-quality", "--regressor", "ridge", "--splits", "2",
+                                 "--store", str(store), "--format", "json"])
+    assert fitted.exit_code == 0, fitted.output

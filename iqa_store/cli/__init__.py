@@ -23,6 +23,10 @@ COMMANDS = {
     "gc": "iqa_store.cli.store_cmds:gc",
     "export": "iqa_store.cli.store_cmds:export",
     "import": "iqa_store.cli.store_cmds:import_",
+    "datasets": "iqa_store.cli.datasets_cmd:datasets",
+    "splits": "iqa_store.cli.splits_cmd:splits",
+    "distortions": "iqa_store.cli.distortions_cmd:distortions",
+    "pretrain": "iqa_store.cli.pretrain_cmd:pretrain",
 }
 
 

@@ -4,17 +4,7 @@ import sys
 
 import click
 
-from iqa_store.cli.options import emit, format_option, store_option
-
-
-def _parse_dataset_options(pairs: tuple[str, ...]) -> dict[str, object]:
-    options: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--option")
-        options[key.replace("-", "_")] = {"true": True, "false": False}.get(value.lower(), value)
-    return options
+from iqa_store.cli.options import emit, format_option, parse_key_values, store_option
 
 
 @click.command()
@@ -27,6 +17,7 @@ def _parse_dataset_options(pairs: tuple[str, ...]) -> dict[str, object]:
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--workers", type=click.IntRange(0), help="DataLoader decoding processes [default: min(4, cores)].")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local checkpoint file (safetensors or torch state dict).")
+@click.option("--encoder", help="Re-IQA: an encoder of the store's registry, NAME or NAME/FINGERPRINT (iqa-store ls).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="[default: bf16 on CUDA, fp32 on CPU]")
 @click.option("--random-init", is_flag=True, help="Random weights. For tests only: the features mean nothing.")
 @click.option("--strict", is_flag=True, help="Exit non-zero when any image failed.")
@@ -34,8 +25,8 @@ def _parse_dataset_options(pairs: tuple[str, ...]) -> dict[str, object]:
 @store_option
 @format_option
 def extract(model: str, dataset: str, root: str | None, dataset_options: tuple[str, ...], device: str, batch_size: int,
-            workers: int | None, weights: str | None, precision: str | None, random_init: bool, strict: bool, quiet: bool,
-            store: str, fmt: str) -> None:
+            workers: int | None, weights: str | None, encoder: str | None, precision: str | None, random_init: bool,
+            strict: bool, quiet: bool, store: str, fmt: str) -> None:
     """Extract MODEL features for every image of DATASET into the store.
 
     Cached: a second run does no model work; an interrupted run resumes from its last
@@ -47,11 +38,13 @@ def extract(model: str, dataset: str, root: str | None, dataset_options: tuple[s
       iqa-store extract --model clip-vitb16 --dataset koniq --root ~/data/koniq10k
       iqa-store extract -m clip-vitb16 -d csv --root ~/photos -o labels=mos.csv -o mos_column=score
       iqa-store extract -m clip-vitb16 -d koniq --weights ~/ckpt/ViT-B-16.safetensors
+      iqa-store extract -m reiqa-quality -d koniq --weights reiqa_ckpts/quality_aware_r50.pth
+      iqa-store extract -m reiqa-content -d koniq --encoder reiqa-content/3fa2
     """
     from iqa_store import api
     report = api.extract(model, dataset, root=root, store=store, device=device, batch_size=batch_size, workers=workers,
-                         weights=weights, random_init=random_init, precision=precision,
-                         dataset_options=_parse_dataset_options(dataset_options), progress=not quiet,
+                         weights=weights, encoder=encoder, random_init=random_init, precision=precision,
+                         dataset_options=parse_key_values(dataset_options), progress=not quiet,
                          log=lambda line: click.echo(line, err=True))
     emit(fmt, report.to_dict(), report.summary)
     if report.status == "interrupted":

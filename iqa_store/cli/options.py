@@ -16,3 +16,24 @@ format_option = click.option("--format", "fmt", type=click.Choice(["text", "json
 def emit(fmt: str, data: Any, text: Callable[[], str]) -> None:
     """Print ``data`` as JSON or ``text()`` as plain text."""
     click.echo(json.dumps(data, indent=2, default=str) if fmt == "json" else text())
+
+
+def parse_key_values(pairs: tuple[str, ...]) -> dict[str, object]:
+    """-o KEY=VALUE pairs as keyword arguments (dashes become underscores, true/false booleans)."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--option")
+        options[key.replace("-", "_")] = {"true": True, "false": False}.get(value.lower(), value)
+    return options
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """Rows as aligned text columns under a header line."""
+    if not rows:
+        return "(none)"
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)

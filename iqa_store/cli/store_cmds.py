@@ -6,16 +6,7 @@ from pathlib import Path
 
 import click
 
-from iqa_store.cli.options import emit, format_option, store_option
-
-
-def _table(rows: list[dict], columns: list[str]) -> str:
-    if not rows:
-        return "(none)"
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
-    return "\n".join(lines)
+from iqa_store.cli.options import emit, format_option, store_option, table
 
 
 @click.command()
@@ -36,8 +27,8 @@ def ls(dataset: str | None, store: str, fmt: str) -> None:
              "created": fs.attrs.get("created", "")} for fs in st.feature_sets(dataset)]
     encoders = [{"id": r.id, "created": r.created, "config": r.config} for r in list_encoders(st)]
     emit(fmt, {"store": str(st.root), "feature_sets": sets, "encoders": encoders},
-         lambda: f"feature sets in {st.root}:\n" + _table(sets, ["name", "rows", "dim", "state", "failed", "created"])
-         + ("\n\nencoders:\n" + _table(encoders, ["id", "created"]) if encoders else ""))
+         lambda: f"feature sets in {st.root}:\n" + table(sets, ["name", "rows", "dim", "state", "failed", "created"])
+         + ("\n\nencoders:\n" + table(encoders, ["id", "created"]) if encoders else ""))
 
 
 @click.command()

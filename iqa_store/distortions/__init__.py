@@ -14,6 +14,8 @@ Two registries and one call:
 - ``apply(images, bank, type, level, generator)``: look up the bank's value for the level and run
   the type. Level 1 is the mildest, 5 the strongest; severity grows with the level for every
   type (checked by PSNR on real photographs in the tests).
+- ``sample_distinct(bank, n, generator)``: ``n`` (type, level) pairs with distinct types and
+  uniformly random levels, as Re-IQA draws its augmentations.
 
 Importing this package does not import torch; the type modules load on first use.
 """
@@ -24,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from iqa_store.distortions.banks import (BANKS, LEVELS, PARAMETERS, Bank, BankEntry, TypeParameters,
                                          check_level, get_bank)
+from iqa_store.distortions.sampling import sample_distinct
 from iqa_store.registry import Registry
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["BANKS", "DISTORTIONS", "LEVELS", "PARAMETERS", "Bank", "BankEntry", "DistortionError",
-           "TypeParameters", "apply", "get_bank"]
+           "TypeParameters", "apply", "get_bank", "sample_distinct"]
 
 DISTORTIONS: Registry = Registry("distortion")
 

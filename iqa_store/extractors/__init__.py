@@ -21,6 +21,10 @@ EXTRACTORS.register("clip-vitb16", "iqa_store.extractors.clip:clip_vitb16", help
 EXTRACTORS.register("clip-vitb32", "iqa_store.extractors.clip:clip_vitb32", help="OpenAI CLIP ViT-B/32 image embedding (512-d)")
 EXTRACTORS.register("clip-vitl14", "iqa_store.extractors.clip:clip_vitl14", help="OpenAI CLIP ViT-L/14 image embedding (768-d)")
 EXTRACTORS.register("clip-rn50", "iqa_store.extractors.clip:clip_rn50", help="OpenAI CLIP ResNet-50 image embedding (1024-d)")
+EXTRACTORS.register("reiqa-content", "iqa_store.extractors.reiqa:ReiqaContent",
+                    help="Re-IQA content encoder, full + half scale (4096-d for ResNet-50); --encoder or --weights")
+EXTRACTORS.register("reiqa-quality", "iqa_store.extractors.reiqa:ReiqaQuality",
+                    help="Re-IQA quality encoder, full + half scale (4096-d for ResNet-50); --encoder or --weights")
 
 
 def create_extractor(name: str, **settings: Any) -> Extractor:

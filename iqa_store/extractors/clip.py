@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from iqa_store.extractors.base import Extractor, ExtractorError, RunOptions, read_rgb
-from iqa_store.fingerprint import file_sha256
+from iqa_store.extractors.neural import autocast, cached_sha256, check_precision, existing_weights_file, load_state_dict
 
 # Extra open_clip model-config folders (JSON files, one per architecture) for custom or tiny
 # architectures; a path list separated by os.pathsep.
@@ -53,12 +53,9 @@ class OpenClipExtractor(Extractor):
     _device: str = field(default="cpu", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ExtractorError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
+        check_precision(self.precision)
         if self.weights is not None:
-            self.weights = str(Path(self.weights).expanduser().resolve())
-            if not Path(self.weights).is_file():
-                raise ExtractorError(f"--weights file not found: {self.weights}")
+            self.weights = existing_weights_file(self.weights)
 
     def settings(self) -> dict[str, Any]:
         return {"arch": self.arch, "pretrained": self.pretrained, "normalize": self.normalize,
@@ -90,7 +87,7 @@ class OpenClipExtractor(Extractor):
         if self.random_init:
             return {"random_init": True, "seed": self.seed}
         if self.weights:
-            return {"file": Path(self.weights).name, "sha256": _cached_sha256(self.weights)}
+            return {"file": Path(self.weights).name, "sha256": cached_sha256(self.weights)}
         tag = _open_clip().get_pretrained_cfg(self.arch, self.pretrained) or {}
         return {"open_clip": f"{self.arch}:{self.pretrained}", "hf_hub": tag.get("hf_hub", ""), "url": tag.get("url", "")}
 
@@ -178,43 +175,11 @@ class OpenClipExtractor(Extractor):
     def compute(self, batch: Any) -> np.ndarray:
         import torch
         batch = batch.to(self._device, non_blocking=True)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        with torch.inference_mode(), torch.autocast(device_type=batch.device.type, dtype=dtype, enabled=dtype is not None):
+        with torch.inference_mode(), autocast(batch.device.type, self.precision):
             features = self._model.encode_image(batch)
         if self.normalize:
             features = torch.nn.functional.normalize(features.float(), dim=-1)
         return features.float().cpu().numpy()
-
-
-def load_state_dict(path: str) -> dict[str, Any]:
-    """A checkpoint's state dict without unpickling arbitrary objects."""
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
-        state = load_file(path)
-    else:
-        import torch
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises UnpicklingError, RuntimeError, ... for untrusted content
-            raise ExtractorError(f"refusing to load {path}: it is not a plain tensor checkpoint that loads with "
-                                 f"weights_only=True ({type(error).__name__}: {str(error)[:200]})") from error
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ExtractorError(f"{path} holds a {type(state).__name__}, not a state dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def _cached_sha256(path: str) -> str:
-    stat = os.stat(path)
-    key = (path, stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = file_sha256(path)
-    return _SHA_CACHE[key]
 
 
 def _builder(name: str, arch: str) -> Any:

@@ -1,0 +1,86 @@
+"""What the neural-network extractors share: checkpoint files and numeric precision.
+
+Checkpoints are never unpickled: a file is read as safetensors, or with ``torch.load(...,
+weights_only=True)``, which refuses arbitrary Python objects. A file's identity in a
+fingerprint is its sha256, cached per (path, size, mtime) because large checkpoints take
+seconds to hash and the fingerprint is asked for several times per run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from iqa_store.extractors.base import ExtractorError
+from iqa_store.fingerprint import file_sha256
+
+if TYPE_CHECKING:
+    import torch
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ExtractorError(f"precision must be fp32, bf16 or fp16, not {precision!r}")
+    return precision
+
+
+def autocast(device_type: str, precision: str) -> "torch.autocast":
+    """Autocast to bf16 or fp16; a no-op context for fp32."""
+    import torch
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device_type=device_type, dtype=dtype, enabled=dtype is not None)
+
+
+def existing_weights_file(path: str | Path) -> str:
+    """The absolute path of a ``--weights`` file; a clear error naming it when it is absent."""
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise ExtractorError(f"--weights file not found: {resolved}")
+    return str(resolved)
+
+
+def load_state_dict(path: str) -> dict[str, Any]:
+    """A checkpoint's state dict without unpickling arbitrary objects.
+
+    The state dict may sit under 'state_dict' or 'model' (training checkpoints); DataParallel's
+    'module.' prefixes are stripped.
+    """
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+        state = load_file(path)
+    else:
+        import torch
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises UnpicklingError, RuntimeError, ... for untrusted content
+            raise ExtractorError(f"refusing to load {path}: it is not a plain tensor checkpoint that loads with "
+                                 f"weights_only=True ({type(error).__name__}: {str(error)[:200]})") from error
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ExtractorError(f"{path} holds a {type(state).__name__}, not a state dict")
+    _check_tensors(state, path)
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _check_tensors(state: dict[str, Any], path: str) -> None:
+    import torch
+    other = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
+    if other:
+        raise ExtractorError(f"{path} is neither a state dict nor a checkpoint with one under 'model' or "
+                             f"'state_dict': its entries {other[:5]} are not tensors")
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def cached_sha256(path: str) -> str:
+    stat = os.stat(path)
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = file_sha256(path)
+    return _SHA_CACHE[key]

@@ -1,0 +1,243 @@
+"""Re-IQA content and quality features (saha2023-reiqa): a frozen ResNet at full and half scale.
+
+Stored vector: ``cat(encoder(full), encoder(half))``, 2 x the backbone's feature dim (4096 for
+ResNet-50), computed as the reference extraction does (avinabsaha/ReIQA,
+``demo_{content,quality}_aware_feats.py``): the whole image at its native resolution, no crop;
+half scale is Pillow's bicubic resize to ``(w // 2, h // 2)``; values in [0, 1] (ToTensor), then
+ImageNet mean/std for the content encoder only (the quality encoder sees raw values).
+
+Weights, exactly one of:
+
+* ``encoder``: an encoder in the store's registry (``iqa-store ls``), written by our pretraining
+  (``iqa_store.pretrain``). Its stage must be this extractor's; its config names the backbone
+  and the input normalisation it was trained with. Its fingerprint is in the feature set's.
+* ``weights``: a checkpoint file: the published ``reiqa_ckpts/*_aware_r50.pth`` (a DataParallel
+  state dict under 'model': ``module.encoder.*`` plus the training head, ignored), a
+  registry-style file (``backbone.*``) or a bare backbone state dict. The backbone is the
+  ``BACKBONES`` entry whose keys and shapes the file matches exactly.
+* ``random_init`` with ``seed``: for tests only.
+
+Images keep their own sizes, so a batch is run as one forward pass per distinct image shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import numpy as np
+from PIL import Image
+
+from iqa_store.extractors.base import Extractor, ExtractorError, ImageReadError, RunOptions, read_rgb
+from iqa_store.extractors.neural import autocast, cached_sha256, check_precision, existing_weights_file, load_state_dict
+from iqa_store.pretrain.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone, feature_dim
+
+if TYPE_CHECKING:
+    import torch
+
+    from iqa_store.store.encoders import EncoderRecord
+
+DEFAULT_BACKBONE = "resnet50"
+NORMALIZATIONS = ("none", "imagenet")
+# Where the backbone's weights sit inside a checkpoint, after 'module.' is stripped: the published
+# Re-IQA files (MoCo's query network) and our registry's encoders; a bare state dict has no prefix.
+_BACKBONE_PREFIXES = ("encoder.", "backbone.")
+Pair = tuple["torch.Tensor", "torch.Tensor"]  # one image at full and at half scale, as network input
+
+
+@dataclass
+class ReiqaExtractor(Extractor):
+    encoder: str | None = None  # registry id: NAME or NAME/FINGERPRINT-PREFIX
+    weights: str | None = None
+    backbone: str | None = None  # None: the encoder's config, the file's exact match, or resnet50 for random_init
+    random_init: bool = False
+    seed: int = 0  # only used with random_init
+    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast)
+    store: str | None = None  # where ``encoder`` is looked up; not a setting: the encoder's fingerprint is
+    version = "1"
+    normalization: ClassVar[str]  # the reference extraction's input normalisation for this encoder
+    published_file: ClassVar[str]
+    _record: "EncoderRecord | None" = field(default=None, init=False, repr=False, compare=False)
+    _state: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+    _model: Any = field(default=None, init=False, repr=False, compare=False)
+    _device: str = field(default="cpu", init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
+        chosen = [option for option in ("encoder", "weights", "random_init") if getattr(self, option)]
+        if len(chosen) > 1:
+            raise ExtractorError(f"{self.name}: give one of --encoder, --weights or --random-init, not {chosen}")
+        if self.backbone is not None:
+            BACKBONES.get(self.backbone)  # an unknown name fails here, listing the known ones
+        if self.encoder:
+            self._record = self._registered_encoder()
+            self._load(self._record.load_state_dict(), str(self._record.weights_path), self._record.config["backbone"])
+        elif self.weights:
+            self.weights = existing_weights_file(self.weights)
+            self._load(load_state_dict(self.weights), self.weights, self.backbone)
+        elif self.random_init:
+            self.backbone = self.backbone or DEFAULT_BACKBONE
+
+    def _registered_encoder(self) -> "EncoderRecord":
+        from iqa_store.store import FeatureStore
+        from iqa_store.store.encoders import get_encoder
+        record = get_encoder(FeatureStore(self.store), self.encoder)
+        stage = record.config.get("stage")
+        if stage != self.name:
+            raise ExtractorError(f"encoder {record.id} was trained by stage {stage!r}, not {self.name!r}: "
+                                 f"extract it with the extractor of its stage")
+        if record.config.get("input_normalization") not in NORMALIZATIONS:
+            raise ExtractorError(f"encoder {record.id}: input_normalization must be one of {NORMALIZATIONS}, "
+                                 f"not {record.config.get('input_normalization')!r}")
+        if self.backbone not in (None, record.config["backbone"]):
+            raise ExtractorError(f"encoder {record.id} is a {record.config['backbone']}, not a {self.backbone}")
+        return record
+
+    def _load(self, state: dict[str, Any], source: str, backbone: str | None) -> None:
+        """Keep the backbone's tensors for ``prepare`` and settle which backbone they fit."""
+        self._state = backbone_state(state)
+        self.backbone = matching_backbone(self._state, source, backbone)
+
+    # --- identity --------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return 2 * feature_dim(self.backbone or DEFAULT_BACKBONE)
+
+    def input_normalization(self) -> str:
+        """What the encoder was trained on: its registry config says; else the reference extraction's."""
+        return self._record.config["input_normalization"] if self._record else self.normalization
+
+    def settings(self) -> dict[str, Any]:
+        return {"backbone": self.backbone, "precision": self.precision,
+                "preprocess": {"resize": "none (native resolution)", "scales": ["full", "half"],
+                               "half_scale": "PIL bicubic to (w // 2, h // 2)", "values": "[0, 1]",
+                               "normalization": self.input_normalization()}}
+
+    def weights_identity(self) -> dict[str, Any]:
+        if self.random_init:
+            return {"random_init": True, "seed": self.seed}
+        if self._record:
+            return {"encoder": self._record.id, "weights_sha256": self._record.weights_sha256}
+        if self.weights:
+            return {"file": Path(self.weights).name, "sha256": cached_sha256(self.weights)}
+        raise self._no_weights_error()
+
+    def _no_weights_error(self) -> ExtractorError:
+        return ExtractorError(f"{self.name} needs weights: --encoder NAME[/FINGERPRINT] (see `iqa-store ls`) or "
+                              f"--weights FILE (the published reiqa_ckpts/{self.published_file})")
+
+    # --- worker side -----------------------------------------------------------------------
+    def load_item(self, path: Path) -> Pair:
+        image = read_rgb(path)
+        width, height = image.size
+        if width < 2 or height < 2:
+            raise ImageReadError(f"{path} is {width}x{height} px: too small for a half-scale copy")
+        half = image.resize((width // 2, height // 2), Image.Resampling.BICUBIC)
+        return self._to_input(image), self._to_input(half)
+
+    def _to_input(self, image: Image.Image) -> "torch.Tensor":
+        import torch
+        tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div(255)
+        if self.input_normalization() == "imagenet":
+            tensor = (tensor - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+        return tensor
+
+    def collate(self, items: Sequence[Pair]) -> list[Pair]:
+        return list(items)  # sizes differ between images: compute groups them by shape
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers get the settings, never the weights.
+        state = dict(self.__dict__)
+        state["_model"] = state["_state"] = None
+        return state
+
+    # --- main-process side -----------------------------------------------------------------
+    def prepare(self, options: RunOptions) -> None:
+        import torch
+        if self.random_init:
+            torch.manual_seed(self.seed)
+        model = build_backbone(self.backbone or DEFAULT_BACKBONE)
+        if not self.random_init:
+            if self._state is None:
+                raise self._no_weights_error()
+            model.load_state_dict(self._state, strict=True)
+        self._device = options.device
+        self._model = model.eval().to(options.device)
+
+    def compute(self, batch: list[Pair]) -> np.ndarray:
+        import torch
+        full = self._encode([pair[0] for pair in batch])
+        half = self._encode([pair[1] for pair in batch])
+        return torch.cat([full, half], dim=1).cpu().numpy()
+
+    def _encode(self, images: list["torch.Tensor"]) -> "torch.Tensor":
+        """Backbone features of images of any sizes: one forward pass per distinct shape."""
+        import torch
+        rows_by_shape: dict[tuple[int, ...], list[int]] = {}
+        for row, image in enumerate(images):
+            rows_by_shape.setdefault(tuple(image.shape), []).append(row)
+        out = torch.empty(len(images), feature_dim(self.backbone or DEFAULT_BACKBONE))
+        for rows in rows_by_shape.values():
+            stacked = torch.stack([images[row] for row in rows]).to(self._device, non_blocking=True)
+            with torch.inference_mode(), autocast(stacked.device.type, self.precision):
+                out[rows] = self._model(stacked).float().cpu()
+        return out
+
+
+@dataclass
+class ReiqaContent(ReiqaExtractor):
+    """Re-IQA content encoder (MoCo-v2 on ImageNet-normalised crops)."""
+
+    name = "reiqa-content"
+    normalization = "imagenet"
+    published_file = "content_aware_r50.pth"
+
+
+@dataclass
+class ReiqaQuality(ReiqaExtractor):
+    """Re-IQA quality encoder (MoCo-v2 with the distortion bank), on unnormalised [0, 1] input."""
+
+    name = "reiqa-quality"
+    normalization = "none"
+    published_file = "quality_aware_r50.pth"
+
+
+def backbone_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The backbone's entries of a checkpoint, under torchvision's keys; heads are dropped."""
+    for prefix in _BACKBONE_PREFIXES:
+        if any(key.startswith(prefix) for key in state):
+            return {key.removeprefix(prefix): value for key, value in state.items() if key.startswith(prefix)}
+    return state
+
+
+def matching_backbone(state: dict[str, Any], source: str, wanted: str | None = None) -> str:
+    """``wanted`` if ``state`` fits it exactly, else (``wanted`` None) the one backbone that does."""
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
+    candidates = [wanted] if wanted else BACKBONES.names()
+    problems = {name: _differences(shapes, _backbone_shapes(name)) for name in candidates}
+    fitting = [name for name, problem in problems.items() if not problem]
+    if fitting:
+        return fitting[0]  # exact keys and shapes: at most one of the registered backbones
+    closest = min(problems, key=lambda name: len(problems[name]))
+    target = f"backbone {wanted}" if wanted else f"any backbone ({', '.join(candidates)})"
+    raise ExtractorError(f"{source} does not fit {target}; against {closest}: {'; '.join(problems[closest])}")
+
+
+def _differences(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> list[str]:
+    """Missing keys, unexpected keys and shape mismatches, a few of each; empty when they match."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = sorted(f"{k} {list(found[k])} vs {list(expected[k])}" for k in set(found) & set(expected)
+                    if found[k] != expected[k])
+    return [f"{label} ({len(items)}): {items[:4]}" for label, items in
+            (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if items]
+
+
+@lru_cache(maxsize=None)
+def _backbone_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    import torch
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = build_backbone(name)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
