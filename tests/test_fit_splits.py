@@ -15,7 +15,7 @@ def check_partition(split: Split, n_rows: int) -> None:
 
 
 def test_registry_lists_protocols():
-    assert PROTOCOLS.names() == ["official", "random-70-10-20", "random-80-20"]
+    assert PROTOCOLS.names() == ["official", "random-70-10-20", "random-80-20", "scenes-4-2", "zero-shot"]
 
 
 def test_random_80_20_partitions_with_exact_ratio():
@@ -139,3 +139,62 @@ def test_split_arrays_are_read_only():
     split = make_splits(ProtocolSpec("random-80-20", n_splits=1), 10)[0]
     with pytest.raises(ValueError):
         split.train[0] = 5
+
+
+# --- stratified groups (CID2013), zero-shot ------------------------------------------------------
+
+
+def cid_like(n_sets: int = 6, scenes: int = 6, devices: tuple[int, ...] = (12, 13, 14)) -> tuple[list[str], list[str]]:
+    """Scene-subset groups and image-set strata of a CID2013-shaped dataset, rows shuffled."""
+    rng = np.random.default_rng(1)
+    groups, strata = [], []
+    for s in range(1, n_sets + 1):
+        for c in range(1, scenes + 1):
+            n = devices[(s + c) % len(devices)]
+            groups += [f"IS{s}/co{c}"] * n
+            strata += [f"IS{s}"] * n
+    order = rng.permutation(len(groups))
+    return [groups[i] for i in order], [strata[i] for i in order]
+
+
+def test_scenes_4_2_trains_on_four_scene_subsets_of_every_image_set():
+    groups, strata = cid_like()
+    splits = make_splits(ProtocolSpec("scenes-4-2"), len(groups), groups=groups, strata=strata)
+    assert len(splits) == 10
+    garray, sarray = np.array(groups), np.array(strata)
+    for split in splits:
+        check_partition(split, len(groups))
+        assert split.val.size == 0
+        for image_set in sorted(set(strata)):
+            train = set(garray[split.train][sarray[split.train] == image_set])
+            test = set(garray[split.test][sarray[split.test] == image_set])
+            assert (len(train), len(test)) == (4, 2) and not train & test
+    assert len({tuple(s.test) for s in splits}) == 10  # different scene subsets drawn each time
+
+
+def test_random_80_20_on_strata_keeps_every_scene_in_one_part():
+    groups, strata = cid_like()
+    for split in make_splits(ProtocolSpec("random-80-20", n_splits=3), len(groups), groups=groups, strata=strata):
+        garray = np.array(groups)
+        assert not set(garray[split.train]) & set(garray[split.test])
+        assert len(set(garray[split.test])) == 6  # 6 * 0.2 = 1.2 -> 1 scene subset per image set
+
+
+def test_scenes_protocol_needs_groups_and_groups_must_nest_in_strata():
+    with pytest.raises(ValueError, match="splits by groups"):
+        make_splits(ProtocolSpec("scenes-4-2"), 12)
+    with pytest.raises(ValueError, match="1 group.* span several strata"):
+        make_splits(ProtocolSpec("scenes-4-2"), 4, groups=["a", "a", "b", "c"], strata=["x", "y", "y", "y"])
+
+
+def test_strata_enter_the_key_only_when_given():
+    groups, strata = cid_like()
+    spec = ProtocolSpec("random-80-20")
+    plain = splits_key(spec, len(groups), groups=groups)
+    assert splits_key(spec, len(groups), groups=groups, strata=strata) != plain
+    assert make_splits(spec, len(groups), groups=groups)[0].key == plain
+
+
+def test_zero_shot_is_the_whole_dataset_as_test():
+    (split,) = make_splits(ProtocolSpec("zero-shot"), 7)
+    assert split.train.size == 0 and split.val.size == 0 and split.test.tolist() == list(range(7))

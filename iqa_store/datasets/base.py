@@ -6,9 +6,12 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from iqa_store.datasets.manifest import Manifest, ManifestError
+
+if TYPE_CHECKING:
+    from iqa_store.datasets.official import Published
 
 
 @dataclass
@@ -19,6 +22,7 @@ class DatasetAdapter(ABC):
     env_var: ClassVar[str | None] = None  # where the root comes from when --root is not given
     layout: ClassVar[str] = ""  # human description of the expected tree, used in errors and listings
     citation: ClassVar[str] = ""
+    published: ClassVar["Published | None"] = None  # counts and scale `datasets verify` checks against
 
     def resolve_root(self, root: str | Path | None) -> Path:
         if root is None and self.env_var:

@@ -28,6 +28,7 @@ import pandas as pd
 from iqa_store.datasets.base import DatasetAdapter
 from iqa_store.datasets.csv_folder import normalise_split, parse_number, read_label_csv, safe_relative_path
 from iqa_store.datasets.manifest import Manifest, ManifestError
+from iqa_store.datasets.official import Published, locate_file, require_file
 
 __all__ = ["KonIQ"]
 
@@ -53,6 +54,8 @@ class KonIQ(DatasetAdapter):
     citation: ClassVar[str] = ("V. Hosu, H. Lin, T. Sziranyi, D. Saupe. KonIQ-10k: An ecologically valid database "
                                "for deep learning of blind image quality assessment. IEEE Transactions on Image "
                                "Processing 29, 4041-4056, 2020.")
+    published: ClassVar[Published] = Published(10073, "MOS 1-5, higher is better",
+                                                splits={"train": 7058, "val": 1000, "test": 2015})
 
     resolution: str = "1024x768"
 
@@ -60,10 +63,7 @@ class KonIQ(DatasetAdapter):
         root = Path(root)
         if self.resolution not in RESOLUTIONS:
             raise ManifestError(f"koniq: resolution {self.resolution!r} is not one of {list(RESOLUTIONS)}")
-        scores_path = _find_file(root, SCORES_FILE)
-        if scores_path is None:
-            raise ManifestError(f"koniq: label file {SCORES_FILE} not found in {root} nor one folder below it. "
-                                f"Expected layout: {self.layout}")
+        scores_path = require_file(root, [SCORES_FILE], dataset=self.name, layout=self.layout)
         image_dir = self._image_dir(root, scores_path.parent)
         image_prefix = image_dir.relative_to(root).as_posix()
 
@@ -111,21 +111,9 @@ class KonIQ(DatasetAdapter):
                             f"{candidates[0]} (unpack koniq10k_{self.resolution}.zip next to {SCORES_FILE}){hint}")
 
 
-def _find_file(root: Path, filename: str) -> Path | None:
-    """``root/filename``, else the single ``root/*/filename``; several matches are an error."""
-    direct = root / filename
-    if direct.is_file():
-        return direct
-    found = sorted(p for p in root.glob(f"*/{filename}") if p.is_file())
-    if len(found) > 1:
-        raise ManifestError(f"koniq: {filename} found in several folders under {root}: "
-                            f"{[str(p.relative_to(root)) for p in found]}; pass the one to use as the root")
-    return found[0] if found else None
-
-
 def _find_sets_file(root: Path, label_dir: Path) -> Path | None:
     beside = label_dir / SETS_FILE
-    return beside if beside.is_file() else _find_file(root, SETS_FILE)
+    return beside if beside.is_file() else locate_file(root, [SETS_FILE], dataset="koniq")
 
 
 def _read_official_split(sets_path: Path, scores_path: Path, images: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from iqa_store.fingerprint import fingerprint
 
-COLUMNS = ("image_id", "path", "mos", "mos_std", "mos_original", "reference_id", "split")
+COLUMNS = ("image_id", "path", "mos", "mos_std", "mos_original", "reference_id", "split", "group", "stratum")
 
 
 class ManifestError(ValueError):
@@ -47,8 +47,14 @@ class Manifest:
 
     ``table`` columns: image_id (unique str), path (relative to root), mos (float, higher is
     better), mos_std (float, NaN when unpublished), mos_original (the published value, before
-    any direction or scale conversion), reference_id (str or None), split (official
-    assignment "train"/"val"/"test" or None).
+    any direction or scale conversion), reference_id (the reference image's path relative to
+    the root for synthetic datasets, else None), split (official assignment "train"/"val"/"test"
+    or None), group and stratum (split groups other than references, e.g. CID2013's scene
+    subsets "IS1/co1" within their image sets "IS1": no group is cut by a split, and groups are
+    dealt within each stratum).
+
+    ``info["preprocessing"]``, when an adapter sets it (SPAQ's resize), is part of the
+    manifest hash: features of resized images are never mistaken for those of the originals.
     """
 
     dataset: str
@@ -83,6 +89,17 @@ class Manifest:
         return None if refs.isna().all() else refs.astype(str).tolist()
 
     @property
+    def split_groups(self) -> list[str] | None:
+        """What random splits must not cut: the ``group`` column, else the reference images."""
+        groups = self.table["group"]
+        return self.reference_ids if groups.isna().all() else groups.astype(str).tolist()
+
+    @property
+    def strata(self) -> list[str] | None:
+        strata = self.table["stratum"]
+        return None if strata.isna().all() else strata.astype(str).tolist()
+
+    @property
     def official_split(self) -> list[str] | None:
         split = self.table["split"]
         return None if split.isna().all() else split.tolist()
@@ -102,7 +119,10 @@ class Manifest:
         return rows
 
     def manifest_hash(self) -> str:
-        return fingerprint({"dataset": self.dataset, "files": self.file_identity()})
+        payload: dict[str, Any] = {"dataset": self.dataset, "files": self.file_identity()}
+        if self.info.get("preprocessing"):  # only when set, so hashes of existing sets stay valid
+            payload["preprocessing"] = self.info["preprocessing"]
+        return fingerprint(payload)
 
     def subset(self, mask: Sequence[bool] | np.ndarray) -> "Manifest":
         return Manifest(self.dataset, self.root, self.table[np.asarray(mask, bool)].reset_index(drop=True),

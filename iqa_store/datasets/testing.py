@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from iqa_store.datasets.base import DatasetAdapter
 from iqa_store.datasets.manifest import COLUMNS, Manifest, ManifestError
 
-__all__ = ["DatasetAdapterTests", "write_image"]
+__all__ = ["DatasetAdapterTests", "mat_cell", "write_image", "write_workbook"]
 
 SPLIT_NAMES = {"train", "val", "test"}
 
@@ -44,6 +45,24 @@ def write_image(path: str | Path, size: tuple[int, int] = (16, 12), seed: int = 
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.random.default_rng(seed).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
     Image.fromarray(pixels, "RGB").save(path)
+    return path
+
+
+def mat_cell(strings: list[str], *, column: bool = True) -> np.ndarray:
+    """A MATLAB cell array of strings for ``scipy.io.savemat`` (n x 1, or 1 x n)."""
+    cell = np.empty((len(strings), 1) if column else (1, len(strings)), dtype=object)
+    for index, text in enumerate(strings):
+        cell.flat[index] = text
+    return cell
+
+
+def write_workbook(path: str | Path, sheets: dict[str, tuple[pd.DataFrame, int, int]]) -> Path:
+    """An .xlsx file (pandas + openpyxl): each sheet's table with its header at (row, column), 0-based."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pd.ExcelWriter(path, engine="openpyxl") as writer:
+        for name, (frame, row, column) in sheets.items():
+            frame.to_excel(writer, sheet_name=name, startrow=row, startcol=column, index=False)
     return path
 
 

@@ -10,6 +10,14 @@ the *reference groups* are shuffled and dealt out, so no reference appears in tw
 ratios are met on the number of groups, as in sklearn's GroupShuffleSplit and the papers'
 "split by reference image" practice; the row ratios then follow only approximately when the
 groups differ in size.
+
+Stratified grouped splitting (CID2013): each group belongs to one *stratum* (its image set),
+and the groups of every stratum are dealt out separately, so every stratum keeps the ratios:
+``scenes-4-2`` puts four scene subsets of every image set in train and two in test
+(onuoha2024, section 4.1).
+
+``zero-shot`` is one split whose test part is the whole dataset: nothing is fitted, a score
+feature is evaluated directly (QualiCLIP, CLIP-IQA).
 """
 
 from __future__ import annotations
@@ -100,7 +108,8 @@ class SplitProtocol(Protocol):
     default_ratios: tuple[float, float, float] | None
 
     def make(self, spec: ProtocolSpec, n_rows: int, groups: np.ndarray | None,
-             official: list[str | None] | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+             official: list[str | None] | None,
+             strata: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(train, val, test) index arrays for each split."""
         ...
 
@@ -127,33 +136,54 @@ def _check_ratios(ratios: tuple[float, float, float]) -> None:
 
 @dataclass(frozen=True)
 class RandomProtocol:
-    """Random splits by row, or by reference group when groups are given."""
+    """Random splits by row, or by group when groups are given, dealt within each stratum.
+
+    ``needs_groups``: the protocol is defined on groups (scene subsets), never on rows.
+    """
 
     default_ratios: tuple[float, float, float]
+    needs_groups: bool = False
 
     def make(self, spec: ProtocolSpec, n_rows: int, groups: np.ndarray | None,
-             official: list[str | None] | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+             official: list[str | None] | None,
+             strata: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         ratios = spec.resolved_ratios()
         _check_ratios(ratios)
-        if groups is None:
-            unit_of_row = np.arange(n_rows)
-            n_units = n_rows
-        else:
-            _, unit_of_row = np.unique(groups, return_inverse=True)
-            n_units = int(unit_of_row.max()) + 1
-        n_train, n_val, _ = _part_sizes(n_units, ratios)
+        if groups is None and self.needs_groups:
+            raise ValueError(f"protocol {spec.name!r} splits by groups (scene subsets), and this dataset has none")
+        unit_of_row = np.arange(n_rows) if groups is None else np.unique(groups, return_inverse=True)[1]
+        units_by_stratum = _units_by_stratum(unit_of_row, strata)
+        sizes = [_part_sizes(units.size, ratios) for units in units_by_stratum]
         out = []
         for i in range(spec.n_splits):
             # One generator per split, seeded by (seed, index): split i does not depend on
             # how many splits were asked for.
-            order = np.random.default_rng([spec.seed, i]).permutation(n_units)
-            part_of_unit = np.empty(n_units, np.int8)
-            part_of_unit[order[:n_train]] = 0
-            part_of_unit[order[n_train:n_train + n_val]] = 1
-            part_of_unit[order[n_train + n_val:]] = 2
+            rng = np.random.default_rng([spec.seed, i])
+            part_of_unit = np.empty(int(unit_of_row.max()) + 1, np.int8)
+            for units, (n_train, n_val, _) in zip(units_by_stratum, sizes):
+                order = units[rng.permutation(units.size)]
+                part_of_unit[order[:n_train]] = 0
+                part_of_unit[order[n_train:n_train + n_val]] = 1
+                part_of_unit[order[n_train + n_val:]] = 2
             part_of_row = part_of_unit[unit_of_row]
             out.append(tuple(np.flatnonzero(part_of_row == k) for k in range(3)))
         return out
+
+
+def _units_by_stratum(unit_of_row: np.ndarray, strata: np.ndarray | None) -> list[np.ndarray]:
+    """The units (rows or groups) of each stratum, strata in sorted order; one list without strata.
+
+    A group spread over two strata could not be dealt within each: that is an error.
+    """
+    if strata is None:
+        return [np.unique(unit_of_row)]
+    stratum_of_row = np.unique(strata, return_inverse=True)[1]
+    stratum_of_unit = np.full(int(unit_of_row.max()) + 1, -1)
+    stratum_of_unit[unit_of_row] = stratum_of_row
+    spread = np.unique(unit_of_row[stratum_of_unit[unit_of_row] != stratum_of_row])
+    if spread.size:
+        raise ValueError(f"{spread.size} group(s) span several strata; every group must lie in one stratum")
+    return [np.flatnonzero(stratum_of_unit == k) for k in range(int(stratum_of_row.max()) + 1)]
 
 
 @dataclass(frozen=True)
@@ -163,7 +193,8 @@ class OfficialProtocol:
     default_ratios: None = None
 
     def make(self, spec: ProtocolSpec, n_rows: int, groups: np.ndarray | None,
-             official: list[str | None] | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+             official: list[str | None] | None,
+             strata: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         labels = _official_labels(official, n_rows)
         if labels is None:
             raise ValueError("protocol 'official' needs the dataset's official split, and it has none")
@@ -173,12 +204,28 @@ class OfficialProtocol:
         return [parts]
 
 
+@dataclass(frozen=True)
+class ZeroShotProtocol:
+    """No fitting: one split whose test part is every row."""
+
+    default_ratios: None = None
+
+    def make(self, spec: ProtocolSpec, n_rows: int, groups: np.ndarray | None,
+             official: list[str | None] | None,
+             strata: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        empty = np.empty(0, np.int64)
+        return [(empty, empty, np.arange(n_rows))]
+
+
 PROTOCOLS: Registry = Registry("protocol")
 PROTOCOLS.register("random-80-20", RandomProtocol((0.8, 0.0, 0.2)),
                    help="random train/test 80/20, repeated (onuoha2024)")
 PROTOCOLS.register("random-70-10-20", RandomProtocol((0.7, 0.1, 0.2)),
                    help="random train/val/test 70/10/20, regulariser chosen on val (reiqa, slique)")
 PROTOCOLS.register("official", OfficialProtocol(), help="the dataset's official train/val/test labels, one split")
+PROTOCOLS.register("scenes-4-2", RandomProtocol((4 / 6, 0.0, 2 / 6), needs_groups=True),
+                   help="CID2013: in every image set, 4 scene subsets train and 2 test, repeated (onuoha2024 4.1)")
+PROTOCOLS.register("zero-shot", ZeroShotProtocol(), help="no fitting: a score feature on the whole dataset")
 
 
 def _official_labels(official: Sequence[Any] | None, n_rows: int) -> np.ndarray | None:
@@ -205,23 +252,28 @@ def _groups_array(groups: Sequence[Any] | np.ndarray | None, n_rows: int) -> np.
 
 
 def splits_key(spec: ProtocolSpec, n_rows: int, *, groups: Sequence[Any] | None = None,
-               official: Sequence[Any] | None = None) -> str:
+               official: Sequence[Any] | None = None, strata: Sequence[Any] | None = None) -> str:
     """Fingerprint of everything the splits depend on (look stored splits up by it)."""
     group_array = _groups_array(groups, n_rows)
     labels = _official_labels(official, n_rows)
-    return fingerprint({
+    inputs = {
         "format": _FORMAT, "version": _VERSION, "protocol": spec.to_dict(), "n_rows": n_rows,
         "groups": None if group_array is None else fingerprint(group_array.tolist()),
         "official": None if labels is None else fingerprint(labels.tolist()),
-    })
+    }
+    strata_array = _groups_array(strata, n_rows)
+    if strata_array is not None:  # only when given: keys of unstratified splits stay those already stored
+        inputs["strata"] = fingerprint(strata_array.tolist())
+    return fingerprint(inputs)
 
 
 def make_splits(spec: ProtocolSpec, n_rows: int, *, groups: Sequence[Any] | None = None,
-                official: Sequence[Any] | None = None) -> list[Split]:
+                official: Sequence[Any] | None = None, strata: Sequence[Any] | None = None) -> list[Split]:
     """The splits of ``spec`` over ``n_rows`` manifest rows.
 
-    ``groups``: one reference id per row (grouped random splits); ``official``: one label
-    per row ("train"/"val"/"test", or None/NaN for unlabelled rows).
+    ``groups``: one reference id (or scene subset) per row (grouped random splits);
+    ``official``: one label per row ("train"/"val"/"test", or None/NaN for unlabelled rows);
+    ``strata``: one stratum per row, groups dealt within each (CID2013's image sets).
     """
     if not isinstance(n_rows, (int, np.integer)) or n_rows < 1:
         raise ValueError(f"n_rows must be a positive integer, got {n_rows!r}")
@@ -229,18 +281,19 @@ def make_splits(spec: ProtocolSpec, n_rows: int, *, groups: Sequence[Any] | None
         raise ValueError(f"n_splits must be a positive integer, got {spec.n_splits!r}")
     protocol = PROTOCOLS.get(spec.name)
     group_array = _groups_array(groups, n_rows)
-    key = splits_key(spec, n_rows, groups=groups, official=official)
-    parts = protocol.make(spec, int(n_rows), group_array, None if official is None else list(official))
+    key = splits_key(spec, n_rows, groups=groups, official=official, strata=strata)
+    parts = protocol.make(spec, int(n_rows), group_array, None if official is None else list(official),
+                          _groups_array(strata, n_rows))
     return [Split(train=tr, val=va, test=te, index=i, key=key) for i, (tr, va, te) in enumerate(parts)]
 
 
-def splits_to_json(splits: Sequence[Split]) -> str:
-    """JSON text of a split set (all splits must share one key)."""
+def splits_to_json(splits: Sequence[Split], meta: dict[str, Any] | None = None) -> str:
+    """JSON text of a split set (all splits must share one key); ``meta`` describes it for listings."""
     keys = {s.key for s in splits}
     if len(keys) > 1:
         raise ValueError(f"splits from different sets cannot be stored together: {sorted(keys)}")
     return json.dumps({"format": _FORMAT, "version": _VERSION, "key": keys.pop() if keys else "",
-                       "splits": [s.to_dict() for s in splits]})
+                       **({"meta": meta} if meta else {}), "splits": [s.to_dict() for s in splits]})
 
 
 def splits_from_json(text: str) -> list[Split]:

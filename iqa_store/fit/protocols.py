@@ -1,0 +1,193 @@
+"""Evaluation protocols over stored features: stored splits, cross-dataset, zero-shot.
+
+Stored splits: a dataset's splits are made once per (protocol settings, rows, groups, strata,
+official labels) and saved as ``STORE/splits/<dataset>/<protocol>-<key>.json``; every
+combination, regressor and later run with the same settings reads that file, so their
+numbers are computed on the same rows. Groups are the manifest's ``split_groups`` (reference
+images of synthetic datasets, CID2013's scene subsets), strata its ``strata``.
+
+Cross-dataset (slique, qualiclip): fit on every row of one dataset, test on every row of
+another, each feature name resolved to sets made by the same extractor with the same settings.
+Zero-shot (qualiclip, CLIP-IQA): a one-column score feature evaluated on the whole dataset,
+nothing fitted. Both give rows with the grid's metric columns, so they sit in one table with
+the other protocols.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from iqa_store.fingerprint import fingerprint
+from iqa_store.fit.splits import ProtocolSpec, Split, make_splits, splits_from_json, splits_key, splits_to_json
+
+__all__ = ["CROSS_DATASET", "StoredSplits", "cross_dataset_inputs", "cross_dataset_name", "evaluate",
+           "list_stored_splits", "match_feature_sets", "stored_splits", "zero_shot"]
+
+CROSS_DATASET = "cross-dataset"
+
+
+def stored_splits(splits_dir: Path, manifest: Any, spec: ProtocolSpec) -> list[Split]:
+    """The splits of ``spec`` on ``manifest``: read from the store, or made and saved there."""
+    inputs = {"groups": manifest.split_groups, "official": manifest.official_split, "strata": manifest.strata}
+    key = splits_key(spec, len(manifest), **inputs)
+    path = Path(splits_dir) / manifest.dataset / f"{spec.name}-{key}.json"
+    if path.exists():
+        return splits_from_json(path.read_text())
+    splits = make_splits(spec, len(manifest), **inputs)
+    meta = {"dataset": manifest.dataset, "protocol": spec.to_dict(), "n_rows": len(manifest),
+            "grouped_by": _grouped_by(manifest), "manifest_hash": manifest.manifest_hash(), "ids": manifest.ids}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(splits_to_json(splits, meta))
+    partial.replace(path)  # a reader never sees half a file
+    return splits
+
+
+def _grouped_by(manifest: Any) -> str | None:
+    if manifest.strata is not None:
+        return "group within stratum"
+    return None if manifest.split_groups is None else ("group" if manifest.table["group"].notna().any()
+                                                        else "reference image")
+
+
+@dataclass(frozen=True)
+class StoredSplits:
+    """One stored split set and what it was made for (``meta`` is empty for sets stored before it existed)."""
+
+    path: Path
+    key: str
+    meta: dict[str, Any]
+    splits: list[Split]
+
+    @property
+    def dataset(self) -> str:
+        return self.path.parent.name
+
+    def summary(self) -> dict[str, Any]:
+        protocol = self.meta.get("protocol") or {"name": self.path.stem.rsplit("-", 1)[0]}
+        sizes = {part: [int(getattr(s, part).size) for s in self.splits] for part in ("train", "val", "test")}
+        return {"dataset": self.dataset, "protocol": protocol["name"], "key": self.key,
+                "n_splits": len(self.splits), "seed": protocol.get("seed"), "ratios": protocol.get("ratios"),
+                "n_rows": self.meta.get("n_rows"), "grouped_by": self.meta.get("grouped_by"),
+                **{f"n_{part}": sorted(set(n)) for part, n in sizes.items()}, "path": str(self.path)}
+
+    def detail(self) -> dict[str, Any]:
+        """The summary and every split's rows, as image ids when the ids were stored."""
+        ids = self.meta.get("ids")
+        name = (lambda rows: [ids[r] for r in rows]) if ids else (lambda rows: rows.tolist())
+        return {**self.summary(), "splits": [{"index": s.index, **{p: name(getattr(s, p)) for p in ("train", "val", "test")}}
+                                             for s in self.splits]}
+
+
+def list_stored_splits(splits_dir: Path, dataset: str | None = None, protocol: str | None = None) -> list[StoredSplits]:
+    """Stored split sets, by dataset then file name."""
+    folder = Path(splits_dir)
+    files = sorted(folder.glob(f"{dataset or '*'}/*.json")) if folder.is_dir() else []
+    found = []
+    for path in files:
+        data = json.loads(path.read_text())
+        stored = StoredSplits(path, data.get("key", ""), data.get("meta", {}), splits_from_json(path.read_text()))
+        if protocol is None or stored.summary()["protocol"] == protocol:
+            found.append(stored)
+    return found
+
+
+# --- cross-dataset ---------------------------------------------------------------------------------
+
+
+def match_feature_sets(train_sets: dict[str, Any], test_candidates: dict[str, Sequence[Any]],
+                       test_dataset: str) -> dict[str, Any]:
+    """For each name, the test dataset's set with the same extractor fingerprint as the training set.
+
+    ``test_candidates``: name -> complete sets of the test dataset by the same extractor. A
+    model fitted on CLIP features at one resolution means nothing on another's: settings
+    must match exactly, and a name without a match is an error listing what the test has.
+    """
+    matched = {}
+    for name, fs in train_sets.items():
+        wanted = fs.attrs["extractor_fingerprint"]
+        same = [c for c in test_candidates.get(name, []) if c.attrs["extractor_fingerprint"] == wanted]
+        if not same:
+            have = ", ".join(f"{c.name} {c.attrs['extractor_settings']}" for c in test_candidates.get(name, [])) or "none"
+            raise ValueError(f"{test_dataset} has no {fs.extractor} feature set with the settings of {fs.name} "
+                             f"({fs.attrs['extractor_settings']}); it has: {have}. Extract it with the same settings")
+        matched[name] = same[-1]  # several equal-settings sets differ only in their manifest: take the newest
+    return matched
+
+
+def cross_dataset_inputs(train: tuple[Any, Any], test: tuple[Any, Any]) -> tuple[Any, np.ndarray, Split]:
+    """One feature matrix, MOS vector and split: train on every row of one dataset, test on the other.
+
+    ``train`` and ``test``: (FeatureMatrix, Manifest). The test MOS is mapped linearly from
+    its dataset's published range onto the training range, so predictions and targets share
+    a scale: correlations are unchanged, and RMSE is in training-MOS units.
+    """
+    from iqa_store.fit.cells import FeatureMatrix
+    (train_matrix, train_manifest), (test_matrix, test_manifest) = train, test
+    if train_matrix.ranges != test_matrix.ranges:
+        raise ValueError(f"feature sets differ between {train_manifest.dataset} and {test_manifest.dataset}: "
+                         f"{train_matrix.ranges} vs {test_matrix.ranges}")
+    matrix = FeatureMatrix(np.vstack([train_matrix.values, test_matrix.values]), dict(train_matrix.ranges),
+                           np.vstack([train_matrix.ok, test_matrix.ok]))
+    (lo, hi), (test_lo, test_hi) = train_manifest.mos_range, test_manifest.mos_range
+    mapped = lo + (test_manifest.mos - test_lo) * (hi - lo) / (test_hi - test_lo)
+    n_train, n_test = len(train_manifest), len(test_manifest)
+    key = fingerprint({"protocol": CROSS_DATASET, "train": [train_manifest.dataset, train_manifest.manifest_hash()],
+                       "test": [test_manifest.dataset, test_manifest.manifest_hash()]})
+    split = Split(train=np.arange(n_train), val=np.empty(0, np.int64), test=n_train + np.arange(n_test), key=key)
+    return matrix, np.concatenate([train_manifest.mos, mapped]), split
+
+
+def cross_dataset_name(train: str, test: str) -> str:
+    """The ``dataset`` label of cross-dataset rows: where it was fitted and where tested."""
+    return f"{train}->{test}"
+
+
+# --- zero-shot ---------------------------------------------------------------------------------------
+
+
+def zero_shot(matrix: Any, combinations: Sequence[tuple[str, ...]], mos: np.ndarray, split: Split, *,
+              dataset: str) -> list[Any]:
+    """Every one-column combination's values taken as predicted scores on the split's test rows.
+
+    Each cell carries the grid's columns (``regressor`` "none", ``n_train`` 0, ``alpha`` NaN)
+    so it aggregates and saves like any fit.
+    """
+    from iqa_store.fit.cells import Cell, CellContext, cell_result
+    context = CellContext(dataset, "zero-shot")
+    results = []
+    for combination in combinations:
+        columns = matrix.columns(combination)
+        if columns.size != 1:
+            raise ValueError(f"zero-shot evaluates a score: {'+'.join(combination)} has {columns.size} columns, "
+                             "not 1 (a quality score feature such as a CLIP-IQA or QualiCLIP score)")
+        test = split.test[matrix.usable(combination, mos)[split.test]]
+        if test.size < 2:
+            raise ValueError(f"{dataset} {'+'.join(combination)}: {test.size} usable rows; need at least 2")
+        results.append(cell_result(Cell(tuple(combination), split, "none"), context,
+                                   (np.empty(0, np.int64), 0, test), mos[test], matrix.values[test, columns[0]],
+                                   float("nan")))
+    return results
+
+
+def evaluate(matrix: Any, combinations: Sequence[tuple[str, ...]], mos: np.ndarray, splits: Sequence[Split],
+             regressors: Sequence[str], *, dataset: str, protocol: str, log: Any = None, **running: Any) -> Any:
+    """``fit_grid`` for every protocol but zero-shot, which fits nothing (``running``: its options)."""
+    import pandas as pd
+
+    from iqa_store.fit.cells import TABLE_COLUMNS
+    from iqa_store.fit.grid import GridResult, fit_grid
+    if protocol != "zero-shot":
+        return fit_grid(matrix, combinations, mos, splits, regressors, dataset=dataset, protocol=protocol, log=log,
+                        **running)
+    results = zero_shot(matrix, combinations, mos, splits[0], dataset=dataset)
+    if log is not None:  # the same run again finds its rows there: record each cell once
+        done = log.finished()
+        log.append([r for r in results if r.key not in done])
+    return GridResult(pd.DataFrame([r.row for r in results], columns=list(TABLE_COLUMNS)),
+                      [r.prediction for r in results])
