@@ -15,7 +15,8 @@ def check_partition(split: Split, n_rows: int) -> None:
 
 
 def test_registry_lists_protocols():
-    assert PROTOCOLS.names() == ["official", "random-70-10-20", "random-80-20", "scenes-4-2", "zero-shot"]
+    assert PROTOCOLS.names() == ["official", "random-70-10-20", "random-70-10-20-by-image", "random-80-20",
+                                 "scenes-4-2", "zero-shot"]
 
 
 def test_random_80_20_partitions_with_exact_ratio():
@@ -49,6 +50,17 @@ def test_grouped_split_never_leaks_a_reference():
         assert not (refs[0] & refs[1] or refs[0] & refs[2] or refs[1] & refs[2])
         # Ratios are met on reference counts: 29 * 0.2 = 5.8 -> 6 test, 29 * 0.1 = 2.9 -> 3 val.
         assert [len(r) for r in refs] == [20, 3, 6]
+
+
+def test_by_image_split_ignores_references_and_equals_the_ungrouped_split():
+    groups = np.repeat([f"ref{i}" for i in range(8)], 30)  # the demo: 8 contents x 30 versions
+    by_image = make_splits(ProtocolSpec("random-70-10-20-by-image", n_splits=3), groups.size, groups=groups)
+    plain = make_splits(ProtocolSpec("random-70-10-20", n_splits=3), groups.size)
+    for a, b in zip(by_image, plain):
+        check_partition(a, groups.size)
+        assert (a.train.size, a.val.size, a.test.size) == (168, 24, 48)
+        assert all(np.array_equal(x, y) for x, y in ((a.train, b.train), (a.val, b.val), (a.test, b.test)))
+        assert set(groups[a.train]) & set(groups[a.test])  # contents are shared, by design
 
 
 def test_same_seed_same_splits_and_other_seed_differs():

@@ -267,8 +267,9 @@ def test_cli_lists_stages_and_ls_shows_the_encoder(photos: Path, tmp_path: Path)
     runner = CliRunner()
     listing = runner.invoke(cli, ["pretrain", "--help"])
     assert all(name in listing.output for name in STAGES.names())
-    result = runner.invoke(cli, [*_cli_args(photos, tmp_path / "store", 2, 0)])
+    result = runner.invoke(cli, [*_cli_args(photos, tmp_path / "store", 2, 0), "--plot", str(tmp_path / "loss.png")])
     assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "loss.png").size == (700, 400)
     shown = runner.invoke(cli, ["ls", "--store", str(tmp_path / "store")])
     assert "reiqa-quality/" in shown.output
     bad = runner.invoke(cli, ["pretrain", "reiqa-quality", "--images", str(photos), "--backbone", "resnet-9000",
@@ -316,3 +317,13 @@ def test_pretrained_encoder_extracts_and_fits_end_to_end(tmp_path: Path, image_d
     fitted = runner.invoke(cli, ["fit", "--features", "reiqa-quality", "--regressor", "ridge", "--splits", "2",
                                  "--store", str(store), "--format", "json"])
     assert fitted.exit_code == 0, fitted.output
+
+
+def test_random_init_extraction_starts_where_training_starts() -> None:
+    """The benchmark's baseline (``--random-init --seed S``) is the pretraining's own initial backbone."""
+    from iqa_store.pretrain.backbones import build_backbone
+    torch.manual_seed(3)
+    training_start = ContrastiveModel("resnet-tiny", None, 128, 16, 0.99, 0.2, True).query.backbone.state_dict()
+    torch.manual_seed(3)
+    baseline = build_backbone("resnet-tiny").state_dict()
+    assert all(torch.equal(training_start[key], baseline[key]) for key in baseline)

@@ -57,6 +57,7 @@ def _stage_command(name: str, stage: Any) -> click.Command:
         click.Option(["--checkpoint-every"], type=click.IntRange(1), default=100, show_default=True, help="Steps between checkpoints."),
         click.Option(["--checkpoint-dir"], type=click.Path(file_okay=False), help="[default: STORE/pretrain/NAME-RUN]"),
         click.Option(["--name"], help=f"Registry name of the encoder [default: {name}]."),
+        click.Option(["--plot"], type=click.Path(dir_okay=False), help="Write the loss curve to this PNG."),
         click.Option(["--quiet", "-q"], is_flag=True, help="No progress bar."),
     ]
     command = click.Command(name, params=params, callback=lambda **kw: _run(name, stage, kw),
@@ -80,7 +81,7 @@ def _run(name: str, stage: Any, options: dict[str, Any]) -> None:
     from iqa_store.pretrain.trainer import TrainingInterrupted
 
     hyper = {f.name: options.pop(f.name) for f in dataclasses.fields(stage) if f.init}
-    fmt, quiet = options.pop("fmt"), options.pop("quiet")
+    fmt, quiet, plot = options.pop("fmt"), options.pop("quiet"), options.pop("plot")
     workers = options.pop("workers")
     try:
         report = run_pretraining(
@@ -93,6 +94,10 @@ def _run(name: str, stage: Any, options: dict[str, Any]) -> None:
         click.echo(f"interrupted: {stopped}", err=True)
         sys.exit(130)
     emit(fmt, report.to_dict(), report.summary)
+    if plot:
+        from iqa_store.report.plots import loss_curve
+        curve = report.encoder.provenance["loss_curve"]  # the whole run's, also when resumed or cached
+        click.echo(f"loss curve: {loss_curve(curve, plot, f'{name}: {report.encoder.id}')}", err=True)
 
 
 def _first_line(stage: Any) -> str:

@@ -139,16 +139,21 @@ class RandomProtocol:
     """Random splits by row, or by group when groups are given, dealt within each stratum.
 
     ``needs_groups``: the protocol is defined on groups (scene subsets), never on rows.
+    ``by_image``: rows are dealt one by one even where groups exist, so one reference image's
+    distorted versions fall into several parts (what some papers did on synthetic datasets).
     """
 
     default_ratios: tuple[float, float, float]
     needs_groups: bool = False
+    by_image: bool = False
 
     def make(self, spec: ProtocolSpec, n_rows: int, groups: np.ndarray | None,
              official: list[str | None] | None,
              strata: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         ratios = spec.resolved_ratios()
         _check_ratios(ratios)
+        if self.by_image:
+            groups = None
         if groups is None and self.needs_groups:
             raise ValueError(f"protocol {spec.name!r} splits by groups (scene subsets), and this dataset has none")
         unit_of_row = np.arange(n_rows) if groups is None else np.unique(groups, return_inverse=True)[1]
@@ -222,6 +227,9 @@ PROTOCOLS.register("random-80-20", RandomProtocol((0.8, 0.0, 0.2)),
                    help="random train/test 80/20, repeated (onuoha2024)")
 PROTOCOLS.register("random-70-10-20", RandomProtocol((0.7, 0.1, 0.2)),
                    help="random train/val/test 70/10/20, regulariser chosen on val (reiqa, slique)")
+PROTOCOLS.register("random-70-10-20-by-image", RandomProtocol((0.7, 0.1, 0.2), by_image=True),
+                   help="70/10/20 by image, ignoring reference images: contents shared between parts "
+                        "(inflates synthetic-dataset results; for comparison with papers that did this)")
 PROTOCOLS.register("official", OfficialProtocol(), help="the dataset's official train/val/test labels, one split")
 PROTOCOLS.register("scenes-4-2", RandomProtocol((4 / 6, 0.0, 2 / 6), needs_groups=True),
                    help="CID2013: in every image set, 4 scene subsets train and 2 test, repeated (onuoha2024 4.1)")

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["scatter_predicted_vs_mos", "trend_plot"]
+__all__ = ["loss_curve", "scatter_predicted_vs_mos", "trend_plot"]
 
 _CELL_KEYS = ("dataset", "combination", "regressor", "protocol")
 
@@ -118,3 +118,23 @@ def trend_plot(agg: pd.DataFrame, path: str | Path, metric: str = "srcc", *, tit
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8)
     return _save(figure, path, dpi)
+
+
+def loss_curve(losses: Sequence[float], path: str | Path, title: str | None = None, *,
+               size: tuple[float, float] = (7.0, 4.0), dpi: int = 100) -> Path:
+    """Training loss per step, with a moving average over about 5 % of the run."""
+    values = np.asarray(losses, dtype=float)
+    figure = _figure(size, dpi)
+    axes = figure.add_subplot()
+    steps = np.arange(1, values.size + 1)
+    axes.plot(steps, values, color="0.7", linewidth=0.8, label="per step")
+    window = max(1, values.size // 20)
+    if window > 1:
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        axes.plot(steps[window - 1:], smooth, color="C0", linewidth=1.6, label=f"mean of {window} steps")
+    axes.set_xlabel("step")
+    axes.set_ylabel("InfoNCE loss")
+    axes.set_title(title or "pretraining loss")
+    axes.legend()
+    return _save(figure, path, dpi)
+
