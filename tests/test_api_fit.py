@@ -45,8 +45,9 @@ def test_fit_resolves_short_names_and_reuses_stored_splits(fitted_store: tuple[F
     again = first.table[(first.table.combination == "brisque") & (first.table.regressor == "ridge")]
     assert np.array_equal(again["srcc"].to_numpy(), second.table["srcc"].to_numpy())
     assert first.plots and all(Image.open(p).size[0] > 100 for p in first.plots)
-    saved = pd.read_csv(first.run_dir / "toy" / "results.csv")
-    assert np.allclose(saved["srcc"], first.table["srcc"])
+    key = ["combination", "regressor", "split"]  # rows are appended as tasks finish, not in table order
+    saved = pd.read_csv(first.run_dir / "toy" / "results.csv").sort_values(key).reset_index(drop=True)
+    assert np.allclose(saved["srcc"], first.table.sort_values(key).reset_index(drop=True)["srcc"])
 
 
 def test_rows_stay_aligned_with_labels_through_import_and_fit(fitted_store: tuple[FeatureStore, str],
@@ -113,3 +114,16 @@ fit:
     assert second.exit_code == 0, second.output
     summary = json.loads(second.output)[0]["summary"]
     assert {row["combination"] for row in summary} == {"brisque"}
+
+
+def test_same_fit_again_resumes_its_run_without_refitting(fitted_store: tuple[FeatureStore, str]) -> None:
+    store, _ = fitted_store
+    first = api.fit(["brisque"], regressors=["linear"], splits=2, store=store, progress=False)
+    results = first.run_dir / "toy" / "results.csv"
+    table = pd.read_csv(results)
+    table.loc[0, "srcc"] = 42.0  # a marker a refit would overwrite
+    table.to_csv(results, index=False)
+    again = api.fit(["brisque"], regressors=["linear"], splits=2, store=store, progress=False)
+    assert again.run_dir == first.run_dir and again.table.loc[0, "srcc"] == 42.0
+    other = api.fit(["brisque"], regressors=["linear"], splits=2, seed=1, store=store, progress=False)
+    assert other.run_dir != first.run_dir  # another protocol seed is another run

@@ -8,11 +8,20 @@ from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from iqa_store.fit.grid import TABLE_COLUMNS, fit_grid, list_cells, usable_rows
+from iqa_store.fit.cells import Cell, FeatureMatrix
+from iqa_store.fit.grid import TABLE_COLUMNS, fit_grid, list_cells
 from iqa_store.fit.regressors import RidgeRegressor
 from iqa_store.fit.splits import ProtocolSpec, make_splits
 
 N = 200
+
+
+@pytest.fixture
+def one_blas_thread():
+    """Small eigh/Cholesky calls on two busy cores run ~15x slower with two OpenBLAS threads."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):
+        yield
 
 
 @pytest.fixture
@@ -67,7 +76,8 @@ def test_invalid_rows_are_dropped_per_combination(data):
         assert set(prediction.test_index.tolist()) == set(split.test.tolist()) - bad
         assert row["n_train"] == len(set(split.train.tolist()) - bad)
         np.testing.assert_array_equal(prediction.y_true, mos[prediction.test_index])
-    np.testing.assert_array_equal(np.flatnonzero(~usable_rows(features, ("a", "b"), mos, valid)), [5, 10, 11, 12])
+    matrix = FeatureMatrix.from_features(features, ["a", "b"], valid)
+    np.testing.assert_array_equal(np.flatnonzero(~matrix.usable(("a", "b"), mos)), [5, 10, 11, 12])
 
 
 def test_validation_part_is_passed_to_regressors_that_take_it(data):
@@ -132,3 +142,96 @@ def test_list_cells_order():
     assert [(c.combination, c.split.index, c.regressor) for c in cells][:3] == [
         (("a",), 0, "ridge"), (("a",), 0, "mlp"), (("a",), 1, "ridge")]
     assert len(cells) == 8
+
+
+def wide_data(n=160, seed=1):
+    """Sets on different scales and offsets; "w" is wider than the inner-CV folds (dual form),
+    "c" holds a constant column, and "b" has a NaN row (its combinations use fewer rows)."""
+    rng = np.random.default_rng(seed)
+    dims = {"a": 6, "b": 9, "c": 3, "w": 150}
+    features = {k: rng.normal(size=(n, d)) * rng.uniform(0.1, 40, d) + rng.uniform(-60, 60, d) for k, d in dims.items()}
+    features["c"][:, 1] = 0.1
+    features["b"][7, 2] = np.nan
+    z = {k: (v - np.nanmean(v, 0)) / (np.nanstd(v, 0) + 1e-12) for k, v in features.items()}
+    mos = 3 + z["a"][:, 0] + 0.5 * np.nan_to_num(z["b"][:, 1]) + 0.3 * z["w"][:, :5].sum(1) + rng.normal(0, 1.5, n)
+    return features, mos
+
+
+@pytest.mark.usefixtures("one_blas_thread")
+@pytest.mark.parametrize("protocol", ["random-80-20", "random-70-10-20"])  # inner CV, validation rows
+def test_shared_ridge_equals_cell_by_cell_fits_and_sklearn(protocol):
+    from iqa_store.fit.cells import CellContext
+    from iqa_store.fit.combinations import parse_combinations
+    from iqa_store.fit.grid import fit_cell
+
+    features, mos = wide_data()
+    combos = parse_combinations(all_combos=["a", "b", "c", "w"])
+    splits = make_splits(ProtocolSpec(protocol, n_splits=2, seed=3), mos.size)
+    templates = {"ridge": RidgeRegressor(), "rmse-cv3": RidgeRegressor(select_by="rmse", cv=3),
+                 "one-alpha": RidgeRegressor(alphas=[10.0])}
+    grid = fit_grid(features, combos, mos, splits, templates, dataset="toy", protocol=protocol, progress=False)
+    matrix = FeatureMatrix.from_features(features, ["a", "b", "c", "w"])
+    assert len(grid.table) == len(combos) * 2 * 3
+    assert grid.table.alpha.nunique() > 2  # the choice matters in this data
+    for prediction, row in zip(grid.predictions, grid.table.to_dict("records")):
+        combo, split = tuple(row["combination"].split("+")), splits[row["split"]]
+        cell = fit_cell(Cell(combo, split, row["regressor"]), matrix.values, mos, matrix.usable(combo, mos),
+                        templates[row["regressor"]], CellContext("toy", protocol), columns=matrix.columns(combo))
+        assert cell.row["alpha"] == row["alpha"] and cell.row["n_val"] == row["n_val"]
+        np.testing.assert_array_equal(cell.prediction.test_index, prediction.test_index)
+        np.testing.assert_allclose(prediction.y_pred, cell.prediction.y_pred, rtol=1e-6)
+        # Independent reference: scikit-learn at the chosen alpha, standardised on the same rows.
+        X = matrix.values[:, matrix.columns(combo)]
+        train = split.train[matrix.usable(combo, mos)[split.train]]
+        expected = make_pipeline(StandardScaler(), Ridge(alpha=row["alpha"])).fit(X[train], mos[train])
+        np.testing.assert_allclose(prediction.y_pred, expected.predict(X[prediction.test_index]), rtol=1e-6)
+
+
+def test_tasks_cover_every_cell_once_and_keep_splits_whole_in_process(data):
+    from iqa_store.fit.grid import plan_tasks
+
+    features, _ = data
+    matrix = FeatureMatrix.from_features(features, ["a", "b"])
+    splits = make_splits(ProtocolSpec("random-80-20", n_splits=6), N)
+    cells = list_cells([("a",), ("b",), ("a", "b")], splits, ["ridge", "linear"])
+    for parallelism in (None, 1, 64):
+        tasks = plan_tasks(cells, matrix, parallelism)
+        flat = [cell for task in tasks for cell in task]
+        assert sorted(map(id, flat)) == sorted(map(id, cells))
+    # Tiny cells: whole splits are joined into tasks of ~100 ms, never cut.
+    tasks = plan_tasks(cells, matrix, None)
+    assert len(tasks) < len(splits)
+    assert all(len(task) % 6 == 0 for task in tasks)  # 3 combinations x 2 regressors per split
+
+
+def test_big_splits_are_cut_only_when_workers_would_idle():
+    from iqa_store.fit.grid import plan_tasks
+
+    matrix = FeatureMatrix.allocate(1000, {"a": 400, "b": 400, "c": 400})
+    splits = make_splits(ProtocolSpec("random-80-20", n_splits=2), 1000)
+    cells = list_cells([("a",), ("b",), ("c",), ("a", "b"), ("a", "c"), ("b", "c"), ("a", "b", "c")], splits, ["ridge"])
+    assert len(plan_tasks(cells, matrix, None)) == 2  # one per split
+    many = plan_tasks(cells, matrix, 8)
+    assert len(many) > 2
+    assert all(len({c.split.index for c in task}) == 1 for task in many)
+
+
+def test_interrupted_grid_resumes_without_refitting(tmp_path, data):
+    from iqa_store.fit.results import RunLog
+
+    features, mos = data
+    splits = make_splits(ProtocolSpec("random-80-20", n_splits=2), N)
+    args = (features, ["a", "b", "a+b"], mos, splits, ["ridge", "linear"])
+    with RunLog(tmp_path, {"grid": "toy"}) as log:
+        fit_grid(features, ["a"], mos, splits, ["ridge", "linear"], dataset="toy", protocol="p", progress=False,
+                 log=log)  # the first cells of the grid below, as if it had stopped there
+    table = pd.read_csv(tmp_path / "results.csv")
+    table.loc[0, "srcc"] = 42.0  # a marker: a refitted cell would lose it
+    table.to_csv(tmp_path / "results.csv", index=False)
+    with RunLog(tmp_path, {"grid": "toy"}) as log:
+        resumed = fit_grid(*args, dataset="toy", protocol="p", progress=False, log=log)
+    fresh = fit_grid(*args, dataset="toy", protocol="p", progress=False)
+    assert resumed.table.loc[0, "srcc"] == 42.0
+    pd.testing.assert_frame_equal(resumed.table.drop(index=0), fresh.table.drop(index=0), check_dtype=False)
+    assert [p.test_index.tolist() for p in resumed.predictions] == [p.test_index.tolist() for p in fresh.predictions]
+    assert len(pd.read_csv(tmp_path / "results.csv")) == len(fresh.table)  # each cell once

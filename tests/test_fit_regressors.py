@@ -8,7 +8,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_estimator
 
-from iqa_store.fit.regressors import REGRESSORS, LinearRegressor, MLPRegressor, RidgeRegressor, ridge_path
+from iqa_store.fit.regressors import REGRESSORS, LinearRegressor, MLPRegressor, RidgeRegressor, ridge_path, score_alphas
 
 ALPHAS = np.logspace(-3, 3, 13)
 
@@ -229,3 +229,19 @@ def test_mlp_rejects_constant_targets():
     X, _ = make_data(20, 3)
     with pytest.raises(ValueError, match="constant"):
         MLPRegressor(epochs=1).fit(X, np.ones(20))
+
+
+def test_score_alphas_equals_scipy_per_column():
+    rng = np.random.default_rng(8)
+    y = np.round(rng.normal(size=60), 1)  # ties in y
+    predictions = y[:, None] + rng.normal(size=(60, 5)) * [0.1, 1, 3, 10, 0]
+    predictions[:, 2] = np.round(predictions[:, 2])  # ties in a prediction
+    predictions[:, 4] = 7.0  # constant: undefined correlation, the worst score
+    references = {"srcc": lambda a, b: stats.spearmanr(a, b).statistic,
+                  "plcc": lambda a, b: stats.pearsonr(a, b).statistic,
+                  "rmse": lambda a, b: -np.sqrt(np.mean((a - b) ** 2))}
+    for name, reference in references.items():
+        scores = score_alphas(y, predictions, name)
+        expected = [reference(y, predictions[:, k]) for k in range(4)]
+        np.testing.assert_allclose(scores[:4], expected, rtol=1e-12, err_msg=name)
+        assert scores[4] == (-np.inf if name != "rmse" else -np.sqrt(np.mean((y - 7.0) ** 2)))

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from iqa_store.fit.grid import fit_grid
-from iqa_store.fit.results import load_predictions, load_results, load_spec, save_run
+from iqa_store.fit.cells import CellResult
+from iqa_store.fit.results import RunLog, load_predictions, load_results, load_spec, save_run
 from iqa_store.fit.splits import ProtocolSpec, make_splits
 
 
@@ -22,7 +23,7 @@ def result():
 def test_save_and_load_round_trip(tmp_path, result):
     spec = {"dataset": "toy", "features": ["x", "y"], "alphas": np.logspace(-1, 1, 3), "path": tmp_path}
     directory = save_run(tmp_path / "runs" / "run-1", result, spec)
-    assert sorted(p.name for p in directory.iterdir()) == ["predictions.npz", "results.csv", "spec.json"]
+    assert sorted(p.name for p in directory.iterdir()) == ["lock", "predictions", "results.csv", "spec.json"]
     stored_spec = load_spec(directory)
     assert stored_spec["alphas"] == pytest.approx([0.1, 1.0, 10.0]) and stored_spec["path"] == str(tmp_path)
     assert json.loads((directory / "spec.json").read_text()) == stored_spec
@@ -67,3 +68,39 @@ def test_unserialisable_spec_raises_before_writing_results(tmp_path, result):
 def test_empty_root(tmp_path):
     table = load_results(tmp_path)
     assert table.empty and "run_id" in table.columns and "srcc" in table.columns
+
+
+def cells_of(result):
+    return [CellResult(row, prediction) for row, prediction in zip(result.table.to_dict("records"), result.predictions)]
+
+
+def test_run_log_appends_and_survives_a_torn_line_and_an_orphan_part(tmp_path, result):
+    cells = cells_of(result)
+    with RunLog(tmp_path, {"grid": 1}) as log:
+        log.append(cells[:3])
+        log.append(cells[3:5])
+    # A crash inside the next append: its part landed, its rows only half.
+    with RunLog(tmp_path, {"grid": 1}) as log:
+        log.append(cells[5:6])
+    text = (tmp_path / "results.csv").read_text()
+    (tmp_path / "results.csv").write_text(text[: text.rstrip("\n").rfind("\n") + 1] + text.splitlines()[-1][:7])
+    with RunLog(tmp_path, {"grid": 1}) as log:
+        assert log.finished() == {c.key for c in cells[:5]}
+        log.append(cells[5:])  # the resumed run refits the lost cell and the rest
+        stored = log.load()
+    assert list(stored) == [c.key for c in cells]  # each cell once, in append order
+    assert len(pd.read_csv(tmp_path / "results.csv")) == len(cells)
+    for cell in cells:
+        np.testing.assert_array_equal(stored[cell.key].prediction.y_pred, cell.prediction.y_pred)
+        assert stored[cell.key].row["srcc"] == cell.row["srcc"]  # floats round-trip exactly through the CSV
+
+
+def test_run_log_refuses_another_spec_and_a_second_writer(tmp_path, result):
+    with RunLog(tmp_path, {"grid": 1}) as log:
+        log.append(cells_of(result)[:1])
+        with pytest.raises(RuntimeError, match="another process"):
+            RunLog(tmp_path, {"grid": 1}).__enter__()
+    with pytest.raises(ValueError, match="different spec"):
+        RunLog(tmp_path, {"grid": 2}).__enter__()
+    with RunLog(tmp_path, {"grid": 1}) as log:  # the refusals released the lock
+        assert len(log.finished()) == 1

@@ -11,8 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
-    "PROTOCOLS", "REGRESSORS", "Cell", "CellPrediction", "GridResult", "LinearRegressor", "MLPRegressor",
-    "ProtocolSpec", "RidgeRegressor", "Split", "combination_name", "compute_metrics", "fit_cell", "fit_grid",
+    "PROTOCOLS", "REGRESSORS", "Cell", "CellPrediction", "FeatureMatrix", "GridResult", "LinearRegressor",
+    "MLPRegressor", "ProtocolSpec", "RidgeRegressor", "RunLog", "Split", "combination_name", "compute_metrics", "fit_cell", "fit_grid",
     "krcc", "list_cells", "load_predictions", "load_results", "load_spec", "make_splits", "parse_combinations", "plcc",
     "plcc_logistic", "rmse", "save_run", "splits_from_json", "splits_key", "splits_to_json", "srcc",
 ]
@@ -23,17 +23,19 @@ _SOURCES = {
                "splits_to_json"),
     "regressors": ("REGRESSORS", "LinearRegressor", "MLPRegressor", "RidgeRegressor"),
     "combinations": ("combination_name", "parse_combinations"),
-    "grid": ("Cell", "CellPrediction", "GridResult", "fit_cell", "fit_grid", "list_cells"),
-    "results": ("load_predictions", "load_results", "load_spec", "save_run"),
+    "cells": ("Cell", "CellPrediction", "FeatureMatrix"),
+    "grid": ("GridResult", "fit_cell", "fit_grid", "list_cells"),
+    "results": ("RunLog", "load_predictions", "load_results", "load_spec", "save_run"),
 }
 _MODULE_OF = {name: module for module, names in _SOURCES.items() for name in names}
 
 if TYPE_CHECKING:  # static analysers see the real imports
     from iqa_store.fit.combinations import combination_name, parse_combinations
-    from iqa_store.fit.grid import Cell, CellPrediction, GridResult, fit_cell, fit_grid, list_cells
+    from iqa_store.fit.cells import Cell, CellPrediction, FeatureMatrix
+    from iqa_store.fit.grid import GridResult, fit_cell, fit_grid, list_cells
     from iqa_store.fit.metrics import compute_metrics, krcc, plcc, plcc_logistic, rmse, srcc
     from iqa_store.fit.regressors import REGRESSORS, LinearRegressor, MLPRegressor, RidgeRegressor
-    from iqa_store.fit.results import load_predictions, load_results, load_spec, save_run
+    from iqa_store.fit.results import RunLog, load_predictions, load_results, load_spec, save_run
     from iqa_store.fit.splits import (PROTOCOLS, ProtocolSpec, Split, make_splits, splits_from_json,
                                       splits_key, splits_to_json)
 

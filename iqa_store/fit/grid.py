@@ -1,63 +1,50 @@
 """Fit every (feature combination, split, regressor) cell and tabulate the test metrics.
 
-Listing the cells (``list_cells``) and fitting one (``fit_cell``) are separate, plain
-functions, so the loop in ``fit_grid`` can be swapped for another executor: any
-``concurrent.futures.Executor`` (a process pool, ``dask.distributed.Client.get_executor()``)
-may be passed; by default cells run in this process, in order. Results are always returned
-in cell order, whatever order the executor finishes them in.
+The cells are grouped into tasks (``plan_tasks``): a task holds whole splits, or, when there
+are few splits and many workers, a slice of one split's combinations. Inside a task, the
+ridge cells of a split are fitted together with shared linear algebra (``ridge_grid``); any
+other regressor is fitted cell by cell (``fit_cell``), a fresh clone of its template each time.
+
+Tasks run in this process, or on any ``concurrent.futures.Executor``. An executor may offer:
+``share(data)`` to place the feature matrix on every worker once (Dask: a broadcast scatter)
+instead of sending it with every task; ``parallelism`` (worker threads), which sizes tasks;
+``blas_threads``, the BLAS thread count each task runs with. With a ``RunLog``, each task's
+cells are appended to the run's table as it finishes, and cells already in it are not fitted
+again, so an interrupted grid resumes. Results are returned in cell order.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import inspect
+import math
+import os
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from iqa_store.fit.cells import (TABLE_COLUMNS, Cell, CellContext, CellPrediction, CellResult, FeatureMatrix,
+                                 cell_key, cell_result, usable_parts)
 from iqa_store.fit.combinations import combination_name, split_combination
-from iqa_store.fit.metrics import METRIC_NAMES, compute_metrics
-from iqa_store.fit.regressors import REGRESSORS
+from iqa_store.fit.regressors import REGRESSORS, RidgeRegressor
+from iqa_store.fit.ridge_grid import fit_ridge_cells
 from iqa_store.fit.splits import Split
 
-__all__ = ["TABLE_COLUMNS", "Cell", "CellPrediction", "CellResult", "GridResult",
-           "combine_features", "fit_cell", "fit_grid", "list_cells", "usable_rows"]
+__all__ = ["TABLE_COLUMNS", "Cell", "CellPrediction", "CellResult", "FeatureMatrix", "GridData", "GridResult",
+           "GridTask", "fit_cell", "fit_grid", "list_cells", "plan_tasks", "run_task"]
 
-TABLE_COLUMNS = ("dataset", "combination", "regressor", "protocol", "split", "n_train", "n_val", "n_test",
-                 "alpha", *METRIC_NAMES)
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One fit: a feature combination, a split and a regressor name."""
-
-    combination: tuple[str, ...]
-    split: Split
-    regressor: str
-
-
-@dataclass(frozen=True)
-class CellPrediction:
-    """Test predictions of one cell (``test_index`` are manifest rows)."""
-
-    dataset: str
-    combination: str
-    regressor: str
-    protocol: str
-    split: int
-    test_index: np.ndarray
-    y_true: np.ndarray
-    y_pred: np.ndarray
-
-
-@dataclass(frozen=True)
-class CellResult:
-    row: dict[str, Any]
-    prediction: CellPrediction | None
+# Task sizing from a rough cost model: (n_train + d) * d^2 multiply-adds per cell at about
+# 1e10 per second. A task should take at least ~100 ms, so that scheduling overhead (a few
+# ms per Dask task) stays small, and there should be a few tasks per worker thread, so a slow
+# worker does not hold up the end of the run.
+_MIN_TASK_FLOPS = 1e9
+_TASKS_PER_WORKER = 4
 
 
 @dataclass
@@ -65,7 +52,25 @@ class GridResult:
     """``table``: one tidy row per cell (``TABLE_COLUMNS``); ``predictions``: per cell, if kept."""
 
     table: pd.DataFrame
-    predictions: list[CellPrediction] = field(default_factory=list)
+    predictions: list[CellPrediction]
+
+
+@dataclass(frozen=True, eq=False)
+class GridData:
+    """What every task reads: the feature matrix and the MOS, in manifest row order."""
+
+    matrix: FeatureMatrix
+    mos: np.ndarray
+
+
+@dataclass(frozen=True)
+class GridTask:
+    """Cells fitted together on one worker; ``blas_threads`` None leaves BLAS as it is."""
+
+    cells: tuple[Cell, ...]
+    templates: dict[str, Any]
+    context: CellContext
+    blas_threads: int | None = None
 
 
 def list_cells(combinations: Sequence[tuple[str, ...]], splits: Sequence[Split],
@@ -74,69 +79,102 @@ def list_cells(combinations: Sequence[tuple[str, ...]], splits: Sequence[Split],
     return [Cell(tuple(combo), split, name) for combo in combinations for split in splits for name in regressors]
 
 
-def combine_features(features: Mapping[str, np.ndarray], combination: Sequence[str]) -> np.ndarray:
-    """The named feature matrices side by side (a 1-D feature is one column), float32 or wider."""
-    missing = [name for name in combination if name not in features]
-    if missing:
-        raise ValueError(f"features {missing} are not loaded; available: {sorted(features)}")
-    blocks = [np.asarray(features[name]) for name in combination]
-    blocks = [b.reshape(-1, 1) if b.ndim == 1 else b for b in blocks]
-    # Keep float32 features float32: the matrix travels to every cell (and, with a process or
-    # Dask executor, is pickled per cell); the regressors cast to float64 themselves.
-    dtype = np.result_type(*blocks, np.float32)
-    rows = {b.shape[0] for b in blocks}
-    if len(rows) != 1 or any(b.ndim != 2 for b in blocks):
-        raise ValueError(f"features of {combination_name(combination)} differ in rows or are not 2-D: "
-                         f"{[b.shape for b in blocks]}")
-    return np.hstack(blocks).astype(dtype, copy=False)
-
-
-def usable_rows(features: Mapping[str, np.ndarray], combination: Sequence[str], mos: np.ndarray,
-                valid: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-    """Rows valid in every feature of the combination, with finite features and MOS."""
-    mask = np.isfinite(np.asarray(mos, dtype=np.float64))
-    for name in combination:
-        block = np.asarray(features[name], dtype=np.float64)
-        mask &= np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)
-        if valid is not None and name in valid:
-            flags = np.asarray(valid[name], dtype=bool).ravel()
-            if flags.shape != mask.shape:
-                raise ValueError(f"valid mask of {name!r} has {flags.size} rows, expected {mask.size}")
-            mask &= flags
-    return mask
-
-
 def _accepts_validation(estimator: Any) -> bool:
     return "X_val" in inspect.signature(estimator.fit).parameters
 
 
-def fit_cell(cell: Cell, X: np.ndarray, mos: np.ndarray, usable: np.ndarray, template: Any, *,
-             dataset: str, protocol: str, keep_prediction: bool = True) -> CellResult:
+def fit_cell(cell: Cell, X: np.ndarray, mos: np.ndarray, usable: np.ndarray, template: Any, context: CellContext,
+             columns: np.ndarray | None = None) -> CellResult:
     """Fit a fresh clone of ``template`` on the cell's usable training rows; score its test rows.
 
-    Validation rows are passed as ``X_val``/``y_val`` when the split has them and the
-    estimator's ``fit`` takes them; ``n_val`` counts the rows passed (0 otherwise).
+    ``columns`` picks the combination's columns of ``X`` (all when None), row by row, so no
+    copy of the whole combination is made. Validation rows are passed as ``X_val``/``y_val``
+    when the split has them and the estimator's ``fit`` takes them; ``n_val`` counts them.
     """
-    split = cell.split
-    train, val, test = (part[usable[part]] for part in (split.train, split.val, split.test))
-    name = combination_name(cell.combination)
-    if train.size < 2 or test.size < 2:
-        raise ValueError(f"{dataset} {name} split {split.index}: {train.size} usable train and "
-                         f"{test.size} usable test rows; need at least 2 of each")
+    train, val, test = usable_parts(cell.split, usable, f"{context.dataset} {combination_name(cell.combination)}")
+
+    def take(rows: np.ndarray) -> np.ndarray:
+        return X[rows] if columns is None else X[np.ix_(rows, columns)]
+
     estimator = clone(template)  # never reuse a fitted object
-    extra = {}
-    if val.size and _accepts_validation(estimator):
-        extra = {"X_val": X[val], "y_val": mos[val]}
-    estimator.fit(X[train], mos[train], **extra)
-    y_pred = np.asarray(estimator.predict(X[test]), dtype=np.float64).ravel()
-    y_true = mos[test]
-    row = {"dataset": dataset, "combination": name, "regressor": cell.regressor, "protocol": protocol,
-           "split": split.index, "n_train": int(train.size), "n_val": int(val.size) if extra else 0,
-           "n_test": int(test.size), "alpha": float(getattr(estimator, "alpha_", np.nan)),
-           **compute_metrics(y_true, y_pred)}
-    prediction = (CellPrediction(dataset, name, cell.regressor, protocol, split.index, test, y_true, y_pred)
-                  if keep_prediction else None)
-    return CellResult(row, prediction)
+    extra = {"X_val": take(val), "y_val": mos[val]} if val.size and _accepts_validation(estimator) else {}
+    estimator.fit(take(train), mos[train], **extra)
+    return cell_result(cell, context, (train, val.size if extra else 0, test), mos[test],
+                       estimator.predict(take(test)), getattr(estimator, "alpha_", np.nan))
+
+
+def _shares_work(template: Any) -> bool:
+    # Exactly our ridge: a subclass could change what fit does, so it is fitted cell by cell.
+    return type(template) is RidgeRegressor
+
+
+def run_task(task: GridTask, data: GridData) -> list[CellResult]:
+    """Fit the task's cells, split by split; ridge cells of one split share their linear algebra."""
+    from threadpoolctl import threadpool_limits
+
+    limit = threadpool_limits(task.blas_threads) if task.blas_threads else nullcontext()
+    results: list[CellResult] = []
+    with limit:
+        for _, group in groupby(task.cells, key=lambda cell: cell.split.index):
+            cells = list(group)
+            for name, template in task.templates.items():
+                mine = [cell for cell in cells if cell.regressor == name]
+                if mine and _shares_work(template):
+                    results += fit_ridge_cells(data.matrix, data.mos, mine[0].split, [c.combination for c in mine],
+                                               template, name, task.context)
+                else:
+                    results += [_fit_one(cell, data, template, task.context) for cell in mine]
+    return results
+
+
+def _fit_one(cell: Cell, data: GridData, template: Any, context: CellContext) -> CellResult:
+    return fit_cell(cell, data.matrix.values, data.mos, data.matrix.usable(cell.combination, data.mos), template,
+                    context, columns=data.matrix.columns(cell.combination))
+
+
+def _flops(cell: Cell, matrix: FeatureMatrix) -> float:
+    d = float(matrix.columns(cell.combination).size)
+    return (cell.split.train.size + d) * d * d
+
+
+def plan_tasks(cells: Sequence[Cell], matrix: FeatureMatrix, parallelism: int | None) -> list[tuple[Cell, ...]]:
+    """Cells grouped into tasks: whole splits (small ones joined until a task is worth ~100 ms),
+    and, with ``parallelism`` worker threads and too few splits to give each ~4 tasks, splits
+    cut into slices of whole combinations. None (one process): splits are never cut."""
+    by_split = [list(group) for _, group in groupby(sorted(cells, key=lambda c: c.split.index),
+                                                    key=lambda c: c.split.index)]
+    costs = [sum(_flops(cell, matrix) for cell in group) for group in by_split]
+    balance = math.inf if parallelism is None else max(_MIN_TASK_FLOPS,
+                                                       sum(costs) / (_TASKS_PER_WORKER * parallelism))
+    tasks, whole = [], []
+    for group, cost in zip(by_split, costs):
+        if cost > 2 * balance:  # cutting loses some sharing, so only when workers would idle
+            tasks += _pack(_by_combination(group, matrix), balance)
+        else:
+            whole.append((group, cost))
+    return tasks + _pack(whole, _MIN_TASK_FLOPS)
+
+
+def _by_combination(cells: list[Cell], matrix: FeatureMatrix) -> Iterator[tuple[list[Cell], float]]:
+    for _, group in groupby(sorted(cells, key=lambda c: c.combination), key=lambda c: c.combination):
+        mine = list(group)
+        yield mine, sum(_flops(cell, matrix) for cell in mine)
+
+
+def _pack(units: Iterable[tuple[list[Cell], float]], target: float) -> list[tuple[Cell, ...]]:
+    """Consecutive units joined into pieces that cost at least ``target`` (the last may cost less)."""
+    pieces: list[tuple[Cell, ...]] = []
+    current: list[Cell] = []
+    cost = 0.0
+    for cells, unit_cost in units:
+        current += cells
+        cost += unit_cost
+        if cost >= target:
+            pieces.append(tuple(current))
+            current, cost = [], 0.0
+    if current:
+        pieces.append(tuple(current))
+    return pieces
 
 
 def _templates(regressors: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
@@ -151,17 +189,34 @@ def _templates(regressors: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
     return templates
 
 
-def fit_grid(features: Mapping[str, np.ndarray], combinations: Sequence[Sequence[str] | str], mos: np.ndarray,
-             splits: Sequence[Split], regressors: Sequence[str] | Mapping[str, Any], *, dataset: str,
-             protocol: str, valid: Mapping[str, np.ndarray] | None = None, progress: bool = True,
-             keep_predictions: bool = True,
-             executor: concurrent.futures.Executor | None = None) -> GridResult:
+def _run_tasks(tasks: list[GridTask], data: GridData,
+               executor: concurrent.futures.Executor | None) -> Iterator[list[CellResult]]:
+    """Each task's results as it finishes (in order when run here)."""
+    if executor is None:
+        for task in tasks:
+            yield run_task(task, data)
+        return
+    shared = executor.share(data) if hasattr(executor, "share") else data
+    futures = [executor.submit(run_task, task, shared) for task in tasks]
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            yield future.result()
+    finally:
+        for future in futures:  # after an error, do not leave the rest running
+            future.cancel()
+
+
+def fit_grid(features: Mapping[str, np.ndarray] | FeatureMatrix, combinations: Sequence[Sequence[str] | str],
+             mos: np.ndarray, splits: Sequence[Split], regressors: Sequence[str] | Mapping[str, Any], *,
+             dataset: str, protocol: str, valid: Mapping[str, np.ndarray] | None = None, progress: bool = True,
+             keep_predictions: bool = True, executor: concurrent.futures.Executor | None = None,
+             log: Any = None) -> GridResult:
     """Fit and score every (combination, split, regressor) cell.
 
-    ``features``: name -> (n_rows, d) matrix in manifest row order; ``combinations``: tuples
-    of names or "a+b" strings; ``regressors``: registry names or name -> estimator template;
-    ``valid``: name -> per-row bool (rows that are NaN are invalid too). One combination's
-    matrix is built at a time, and all its cells are handed to the executor together.
+    ``features``: name -> (n_rows, d) matrix in manifest row order (or a ``FeatureMatrix``);
+    ``combinations``: tuples of names or "a+b" strings; ``regressors``: registry names or
+    name -> estimator template; ``valid``: name -> per-row bool (rows with NaN are invalid
+    too); ``log``: a ``results.RunLog`` to append finished cells to and resume from.
     """
     from tqdm import tqdm
 
@@ -170,24 +225,36 @@ def fit_grid(features: Mapping[str, np.ndarray], combinations: Sequence[Sequence
     if not combos or not splits:
         raise ValueError("fit_grid needs at least one combination and one split")
     templates = _templates(regressors)
+    names = list(dict.fromkeys(name for combo in combos for name in combo))
+    matrix = features if isinstance(features, FeatureMatrix) else FeatureMatrix.from_features(features, names, valid)
+    for combo in combos:
+        matrix.columns(combo)  # unknown names fail here, before any work
+    if matrix.values.shape[0] != mos.size:
+        raise ValueError(f"features have {matrix.values.shape[0]} rows but mos has {mos.size}")
     cells = list_cells(combos, splits, list(templates))
-    results: list[CellResult] = []
-    with tqdm(total=len(cells), desc=f"fit {dataset}", file=sys.stderr, disable=not progress) as bar:
-        for combo in combos:
-            X = combine_features(features, combo)
-            if X.shape[0] != mos.size:
-                raise ValueError(f"{combination_name(combo)} has {X.shape[0]} rows but mos has {mos.size}")
-            usable = usable_rows(features, combo, mos, valid)
-            jobs = [(cell, X, mos, usable, templates[cell.regressor]) for cell in cells if cell.combination == combo]
-            options = {"dataset": dataset, "protocol": protocol, "keep_prediction": keep_predictions}
-            if executor is None:
-                for job in jobs:
-                    results.append(fit_cell(*job, **options))
-                    bar.update()
-            else:
-                futures = [executor.submit(fit_cell, *job, **options) for job in jobs]
-                for _ in concurrent.futures.as_completed(futures):
-                    bar.update()
-                results.extend(f.result() for f in futures)
-    table = pd.DataFrame([r.row for r in results], columns=list(TABLE_COLUMNS))
-    return GridResult(table, [r.prediction for r in results if r.prediction is not None])
+    keys = [cell_key(combination_name(c.combination), c.regressor, c.split.index) for c in cells]
+    done = log.finished() & set(keys) if log is not None else set()
+    todo = [cell for cell, key in zip(cells, keys) if key not in done]
+    context = CellContext(dataset, protocol, keep_predictions)
+    threads = getattr(executor, "blas_threads", None)
+    tasks = [GridTask(group, templates, context, threads)
+             for group in plan_tasks(todo, matrix, _parallelism(executor))] if todo else []
+    fitted: dict[tuple[str, str, int], CellResult] = {}
+    with tqdm(total=len(cells), initial=len(done), desc=f"fit {dataset}", file=sys.stderr,
+              disable=not progress) as bar:
+        for batch in _run_tasks(tasks, GridData(matrix, mos), executor):
+            if log is not None:
+                log.append(batch)
+            fitted.update((result.key, result) for result in batch)
+            bar.update(len(batch))
+    if done:
+        fitted.update(log.load(done))
+    ordered = [fitted[key] for key in keys]
+    table = pd.DataFrame([r.row for r in ordered], columns=list(TABLE_COLUMNS))
+    return GridResult(table, [r.prediction for r in ordered if r.prediction is not None])
+
+
+def _parallelism(executor: concurrent.futures.Executor | None) -> int | None:
+    if executor is None:
+        return None
+    return int(getattr(executor, "parallelism", None) or os.cpu_count() or 1)
