@@ -18,12 +18,7 @@ from iqa_store.distortions import apply
 from iqa_store.distortions.measures import ssim
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the shared fixture in conftest
 
 
 @pytest.fixture(scope="module")

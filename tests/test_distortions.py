@@ -23,13 +23,7 @@ RANDOM_TYPES = {"motion_blur", "color_shift", "white_noise", "white_noise_ycbcr"
                 "multiplicative_noise", "denoise", "jitter", "non_eccentricity", "color_block"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The test images are tiny: one intra-op thread is fastest, and immune to busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the shared fixture in conftest
 
 
 def load_photo(name: str, width: int) -> torch.Tensor:
