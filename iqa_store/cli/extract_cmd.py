@@ -19,14 +19,18 @@ from iqa_store.cli.options import emit, format_option, parse_key_values, store_o
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local checkpoint file (safetensors or torch state dict).")
 @click.option("--encoder", help="Re-IQA: an encoder of the store's registry, NAME or NAME/FINGERPRINT (iqa-store ls).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="[default: bf16 on CUDA, fp32 on CPU]")
+@click.option("--policy", help="Preprocessing of neural models: default (the model's resize + centre crop), full (native "
+              "resolution), multicrop:N (mean of N crops) or twoscale (full + half scale, concatenated).")
+@click.option("--set", "-s", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Any other extractor setting, e.g. -s normalize=true (iqa-store models --format json lists them).")
 @click.option("--random-init", is_flag=True, help="Random weights. For tests only: the features mean nothing.")
 @click.option("--strict", is_flag=True, help="Exit non-zero when any image failed.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @store_option
 @format_option
 def extract(model: str, dataset: str, root: str | None, dataset_options: tuple[str, ...], device: str, batch_size: int,
-            workers: int | None, weights: str | None, encoder: str | None, precision: str | None, random_init: bool,
-            strict: bool, quiet: bool, store: str, fmt: str) -> None:
+            workers: int | None, weights: str | None, encoder: str | None, precision: str | None, policy: str | None,
+            settings: tuple[str, ...], random_init: bool, strict: bool, quiet: bool, store: str, fmt: str) -> None:
     """Extract MODEL features for every image of DATASET into the store.
 
     Cached: a second run does no model work; an interrupted run resumes from its last
@@ -40,12 +44,14 @@ def extract(model: str, dataset: str, root: str | None, dataset_options: tuple[s
       iqa-store extract -m clip-vitb16 -d koniq --weights ~/ckpt/ViT-B-16.safetensors
       iqa-store extract -m reiqa-quality -d koniq --weights reiqa_ckpts/quality_aware_r50.pth
       iqa-store extract -m reiqa-content -d koniq --encoder reiqa-content/3fa2
+      iqa-store extract -m clip-rn50 -d koniq --policy full -s normalize=true
     """
     from iqa_store import api
     report = api.extract(model, dataset, root=root, store=store, device=device, batch_size=batch_size, workers=workers,
                          weights=weights, encoder=encoder, random_init=random_init, precision=precision,
                          dataset_options=parse_key_values(dataset_options), progress=not quiet,
-                         log=lambda line: click.echo(line, err=True))
+                         log=lambda line: click.echo(line, err=True),
+                         **parse_key_values(settings, "--set", numbers=True), **({"policy": policy} if policy else {}))
     emit(fmt, report.to_dict(), report.summary)
     if report.status == "interrupted":
         sys.exit(130)

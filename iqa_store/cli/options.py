@@ -18,15 +18,27 @@ def emit(fmt: str, data: Any, text: Callable[[], str]) -> None:
     click.echo(json.dumps(data, indent=2, default=str) if fmt == "json" else text())
 
 
-def parse_key_values(pairs: tuple[str, ...]) -> dict[str, object]:
-    """-o KEY=VALUE pairs as keyword arguments (dashes become underscores, true/false booleans)."""
+def parse_key_values(pairs: tuple[str, ...], option: str = "--option", numbers: bool = False) -> dict[str, object]:
+    """KEY=VALUE pairs as keyword arguments: dashes become underscores, true/false booleans and,
+    with ``numbers`` (settings, not file or column names), integers and decimals numbers."""
     options: dict[str, object] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--option")
-        options[key.replace("-", "_")] = {"true": True, "false": False}.get(value.lower(), value)
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=option)
+        options[key.replace("-", "_")] = _value(value, numbers)
     return options
+
+
+def _value(text: str, numbers: bool) -> object:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float) if numbers else ():
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
