@@ -82,6 +82,9 @@ class Registry(Generic[T]):
     def prefixes(self) -> list[str]:
         return sorted(self._prefixes)
 
+    def prefix_help(self, prefix: str) -> str:
+        return self._prefixes[prefix].help
+
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 

@@ -20,11 +20,20 @@ TINY_CLIP_CONFIG = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
 }
 
+# A real open_clip ModifiedResNet (CLIP's ResNet with attention pooling), equally small.
+TINY_CLIP_RN_ARCH = "TinyRN-test"
+TINY_CLIP_RN_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 32},
+    "text_cfg": TINY_CLIP_CONFIG["text_cfg"],
+}
+
 
 @pytest.fixture(scope="session")
 def tiny_clip_configs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("openclip_configs")
     (folder / f"{TINY_CLIP_ARCH}.json").write_text(json.dumps(TINY_CLIP_CONFIG))
+    (folder / f"{TINY_CLIP_RN_ARCH}.json").write_text(json.dumps(TINY_CLIP_RN_CONFIG))
     return folder
 
 

@@ -18,6 +18,7 @@ COMMANDS = {
     "fit": "iqa_store.cli.fit_cmd:fit",
     "run": "iqa_store.cli.run_cmd:run",
     "ls": "iqa_store.cli.store_cmds:ls",
+    "models": "iqa_store.cli.models_cmd:models",
     "show": "iqa_store.cli.store_cmds:show",
     "rm": "iqa_store.cli.store_cmds:rm",
     "gc": "iqa_store.cli.store_cmds:gc",

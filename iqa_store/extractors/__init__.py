@@ -20,7 +20,19 @@ EXTRACTORS.register("brisque", "iqa_store.extractors.brisque:Brisque",
 EXTRACTORS.register("clip-vitb16", "iqa_store.extractors.clip:clip_vitb16", help="OpenAI CLIP ViT-B/16 image embedding (512-d)")
 EXTRACTORS.register("clip-vitb32", "iqa_store.extractors.clip:clip_vitb32", help="OpenAI CLIP ViT-B/32 image embedding (512-d)")
 EXTRACTORS.register("clip-vitl14", "iqa_store.extractors.clip:clip_vitl14", help="OpenAI CLIP ViT-L/14 image embedding (768-d)")
+EXTRACTORS.register("clip-vitl14-336", "iqa_store.extractors.clip:clip_vitl14_336",
+                    help="OpenAI CLIP ViT-L/14 at 336 px image embedding (768-d)")
 EXTRACTORS.register("clip-rn50", "iqa_store.extractors.clip:clip_rn50", help="OpenAI CLIP ResNet-50 image embedding (1024-d)")
+EXTRACTORS.register("clip-rn101", "iqa_store.extractors.clip:clip_rn101", help="OpenAI CLIP ResNet-101 image embedding (512-d)")
+EXTRACTORS.register("clip-rn50x4", "iqa_store.extractors.clip:clip_rn50x4", help="OpenAI CLIP RN50x4 image embedding (640-d)")
+EXTRACTORS.register("clip-rn50x16", "iqa_store.extractors.clip:clip_rn50x16",
+                    help="OpenAI CLIP RN50x16 image embedding (768-d)")
+EXTRACTORS.register("clip-rn50x64", "iqa_store.extractors.clip:clip_rn50x64",
+                    help="OpenAI CLIP RN50x64 image embedding (1024-d)")
+EXTRACTORS.register("hps", "iqa_store.extractors.hps:Hps",
+                    help="HPS v1: CLIP ViT-L/14 fine-tuned on human preferences (768-d); --weights hpc.pth")
+EXTRACTORS.register("hpsv2", "iqa_store.extractors.hps:HpsV2",
+                    help="HPS v2 / v2.1: open_clip ViT-H/14 fine-tuned on human preferences (1024-d)")
 EXTRACTORS.register("reiqa-content", "iqa_store.extractors.reiqa:ReiqaContent",
                     help="Re-IQA content encoder, full + half scale (4096-d for ResNet-50); --encoder or --weights")
 EXTRACTORS.register("reiqa-quality", "iqa_store.extractors.reiqa:ReiqaQuality",

@@ -52,10 +52,19 @@ class Extractor(ABC):
     name: ClassVar[str]
     version: ClassVar[str]  # bump whenever a code change alters the output values
     description: ClassVar[str] = ""
+    licence: ClassVar[str] = ""  # of the weights (or the method), for ``iqa-store models``
 
     @property
     @abstractmethod
     def dim(self) -> int: ...
+
+    def weights_source(self) -> str:
+        """Where the weights come from; "" for a method without weights."""
+        return ""
+
+    def weights_available(self) -> bool:
+        """True when extraction can start without downloading anything."""
+        return True
 
     def settings(self) -> dict[str, Any]:
         """The dataclass fields: what a user chose. Stored in the feature set attributes."""

@@ -544,6 +544,7 @@ class Brisque(Extractor):
     version: ClassVar[str] = "1"
     description: ClassVar[str] = ("BRISQUE (Mittal et al. 2012): 36 GGD/AGGD statistics of MSCN "
                                   "coefficients at two scales, as the LIVE MATLAB release")
+    licence: ClassVar[str] = "no weights (hand-crafted features)"
 
     @property
     def dim(self) -> int:

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import numpy as np
 from PIL import Image
 
-from iqa_store.extractors.base import Extractor, ExtractorError, ImageReadError, RunOptions, read_rgb
+from iqa_store.extractors.base import Extractor, ExtractorError, RunOptions, read_rgb
+from iqa_store.extractors.embedder import group_by_shape, half_scale
 from iqa_store.extractors.neural import autocast, cached_sha256, check_precision, existing_weights_file, load_state_dict
 from iqa_store.pretrain.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone, feature_dim
 
@@ -57,6 +58,7 @@ class ReiqaExtractor(Extractor):
     precision: str = "fp32"  # fp32, bf16 or fp16 (autocast)
     store: str | None = None  # where ``encoder`` is looked up; not a setting: the encoder's fingerprint is
     version = "1"
+    licence = "published checkpoints: see avinabsaha/ReIQA; encoders you pretrain: yours"
     normalization: ClassVar[str]  # the reference extraction's input normalisation for this encoder
     published_file: ClassVar[str]
     _record: "EncoderRecord | None" = field(default=None, init=False, repr=False, compare=False)
@@ -124,6 +126,12 @@ class ReiqaExtractor(Extractor):
             return {"file": Path(self.weights).name, "sha256": cached_sha256(self.weights)}
         raise self._no_weights_error()
 
+    def weights_source(self) -> str:
+        return f"--encoder from the store's registry, or --weights reiqa_ckpts/{self.published_file} (avinabsaha/ReIQA)"
+
+    def weights_available(self) -> bool:
+        return bool(self.encoder or self.weights or self.random_init)
+
     def _no_weights_error(self) -> ExtractorError:
         return ExtractorError(f"{self.name} needs weights: --encoder NAME[/FINGERPRINT] (see `iqa-store ls`) or "
                               f"--weights FILE (the published reiqa_ckpts/{self.published_file})")
@@ -131,11 +139,7 @@ class ReiqaExtractor(Extractor):
     # --- worker side -----------------------------------------------------------------------
     def load_item(self, path: Path) -> Pair:
         image = read_rgb(path)
-        width, height = image.size
-        if width < 2 or height < 2:
-            raise ImageReadError(f"{path} is {width}x{height} px: too small for a half-scale copy")
-        half = image.resize((width // 2, height // 2), Image.Resampling.BICUBIC)
-        return self._to_input(image), self._to_input(half)
+        return self._to_input(image), self._to_input(half_scale(image, path))
 
     def _to_input(self, image: Image.Image) -> "torch.Tensor":
         import torch
@@ -175,11 +179,8 @@ class ReiqaExtractor(Extractor):
     def _encode(self, images: list["torch.Tensor"]) -> "torch.Tensor":
         """Backbone features of images of any sizes: one forward pass per distinct shape."""
         import torch
-        rows_by_shape: dict[tuple[int, ...], list[int]] = {}
-        for row, image in enumerate(images):
-            rows_by_shape.setdefault(tuple(image.shape), []).append(row)
         out = torch.empty(len(images), feature_dim(self.backbone or DEFAULT_BACKBONE))
-        for rows in rows_by_shape.values():
+        for _, rows in group_by_shape(images):
             stacked = torch.stack([images[row] for row in rows]).to(self._device, non_blocking=True)
             with torch.inference_mode(), autocast(stacked.device.type, self.precision):
                 out[rows] = self._model(stacked).float().cpu()

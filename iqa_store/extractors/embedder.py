@@ -1,0 +1,269 @@
+"""What the vision-language image embedders share: preprocessing policies and the forward pass.
+
+A policy decides what the network sees; it is a setting, so part of the fingerprint:
+
+* ``default``: the model's own recipe (its library's eval transform: resize + centre crop).
+* ``full``: the whole image at native resolution, values normalised as the model expects. Vision
+  transformers get their positional embedding resampled to the image's patch grid (bicubic, as
+  timm's ``resample_abs_pos_embed``); CLIP ResNets' attention pooling runs without its positional
+  embedding, as CLIP-IQA and QualiCLIP do. Images keep their sizes, so a batch is run as one
+  forward pass per distinct size.
+* ``multicrop:N``: the mean embedding of N crops of the model's input size, taken at native
+  resolution at fixed positions on an evenly spaced grid (``crop_boxes``); images smaller than
+  a crop are first enlarged (bicubic) until their short side fits.
+* ``twoscale``: ``full`` at full and at half scale (Pillow bicubic to (w // 2, h // 2)),
+  concatenated, as Re-IQA and CONTRIQUE do: twice the dimension.
+
+``normalize`` L2-normalises each embedding the network returns (each crop, each scale) before
+they are averaged or concatenated.
+
+A subclass supplies the model: ``load_model``, ``embed`` (pixels -> embedding),
+``default_transform``, ``normalization`` (mean, std on [0, 1] values), ``input_size`` and, when
+the network needs adapting to other sizes, ``native_resolution``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+from iqa_store.extractors.base import Extractor, ExtractorError, ImageReadError, RunOptions, read_rgb
+from iqa_store.extractors.neural import autocast, check_precision
+
+if TYPE_CHECKING:
+    import torch
+
+POLICIES = ("default", "full", "multicrop:N", "twoscale")
+
+
+@dataclass(frozen=True)
+class Policy:
+    kind: str  # default, full, multicrop or twoscale
+    crops: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> "Policy":
+        kind, _, count = text.partition(":")
+        if kind == "multicrop":
+            if not count.isdigit() or int(count) < 1:
+                raise ExtractorError(f"policy {text!r}: multicrop needs a crop count >= 1, e.g. multicrop:5")
+            return cls(kind, int(count))
+        if kind in ("default", "full", "twoscale") and not count:
+            return cls(kind)
+        raise ExtractorError(f"unknown preprocessing policy {text!r}; choose one of {', '.join(POLICIES)}")
+
+    @property
+    def views(self) -> int:
+        """How many embeddings are concatenated into the stored vector."""
+        return 2 if self.kind == "twoscale" else 1
+
+
+def half_scale(image: Image.Image, path: Any) -> Image.Image:
+    """Pillow bicubic to (w // 2, h // 2), as the Re-IQA reference extraction does."""
+    width, height = image.size
+    if min(width, height) < 2:
+        raise ImageReadError(f"{path} is {width}x{height} px: too small for a half-scale copy")
+    return image.resize((width // 2, height // 2), Image.Resampling.BICUBIC)
+
+
+def crop_boxes(width: int, height: int, size: int, count: int) -> list[tuple[int, int]]:
+    """Top-left corners of ``count`` size x size crops: the smallest rows x cols grid with the
+    image's aspect ratio that holds them, spread evenly from edge to edge (centred when one
+    per axis), ``count`` cells taken evenly along the grid's raster order."""
+    cols = max(1, min(count, round(math.sqrt(count * width / height))))
+    rows = math.ceil(count / cols)
+    xs = _spread(width - size, cols)
+    ys = _spread(height - size, rows)
+    cells = [(x, y) for y in ys for x in xs]
+    picks = np.linspace(0, len(cells) - 1, count).round().astype(int)
+    return [cells[i] for i in picks]
+
+
+def _spread(room: int, count: int) -> list[int]:
+    if count == 1:
+        return [room // 2]
+    return [int(v) for v in np.linspace(0, room, count).round()]
+
+
+@dataclass
+class ImageEmbedder(Extractor):
+    """Base of the vision-language image embedders (open_clip, transformers)."""
+
+    weights: str | None = None
+    random_init: bool = False
+    seed: int = 0  # only used with random_init
+    normalize: bool = False
+    policy: str = "default"
+    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; CUDA only)
+    channels_last: ClassVar[bool] = False  # convolutional networks run faster in NHWC on GPUs
+    _model: Any = field(default=None, init=False, repr=False, compare=False)
+    _device: str = field(default="cpu", init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
+        self._policy = Policy.parse(self.policy)
+
+    # --- what the subclass supplies ----------------------------------------------------------
+    @property
+    @abstractmethod
+    def embedding_dim(self) -> int:
+        """Dimension of one embedding (one view)."""
+
+    @abstractmethod
+    def default_transform(self) -> Callable[[Image.Image], "torch.Tensor"]:
+        """The model's own eval preprocessing, PIL image -> [C, H, W] tensor."""
+
+    @abstractmethod
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Mean and std applied to [0, 1] pixel values by the other policies."""
+
+    @abstractmethod
+    def input_size(self) -> int:
+        """The square input side the model was trained at (crop size of ``multicrop``)."""
+
+    @abstractmethod
+    def load_model(self, device: str) -> Any:
+        """The network in eval mode on ``device`` (main process only)."""
+
+    @abstractmethod
+    def embed(self, pixels: "torch.Tensor") -> "torch.Tensor":
+        """The stored embedding of a batch of preprocessed images, [B, embedding_dim]."""
+
+    def native_resolution(self, height: int, width: int) -> contextlib.AbstractContextManager:
+        """Adapts the network to height x width inputs while the context is open."""
+        return contextlib.nullcontext()
+
+    def smallest_side(self) -> int:
+        """The smallest image side the network accepts at native resolution (a ViT's patch)."""
+        return 1
+
+    def preprocess_config(self) -> dict[str, Any]:
+        """What decides the pixels the network sees (part of ``settings``)."""
+        mean, std = self.normalization()
+        return {"policy": self.policy, "input_size": self.input_size(), "mean": list(mean), "std": list(std)}
+
+    # --- the contract ------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.embedding_dim * self._policy.views
+
+    def settings(self) -> dict[str, Any]:
+        return {"normalize": self.normalize, "precision": self.precision, "preprocess": self.preprocess_config()}
+
+    def prepare(self, options: RunOptions) -> None:
+        import torch
+        self._device = options.device
+        model = self.load_model(options.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self._model = model
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Decoding workers get the settings, never the model.
+        state = dict(self.__dict__)
+        state["_model"] = None
+        return state
+
+    def load_item(self, path: Any) -> Any:
+        image = read_rgb(path)
+        kind = self._policy.kind
+        if kind == "default":
+            return self.default_transform()(image)
+        if kind == "full":
+            return self._native(image, path)
+        if kind == "twoscale":
+            return self._native(image, path), self._native(half_scale(image, path), path)
+        return self._crops(image)
+
+    def collate(self, items: Sequence[Any]) -> Any:
+        import torch
+        if self._policy.kind in ("default", "multicrop"):
+            return torch.stack(list(items))
+        return list(items)
+
+    def compute(self, batch: Any) -> np.ndarray:
+        import torch
+        kind = self._policy.kind
+        if kind == "default":
+            out = self._forward(batch)
+        elif kind == "multicrop":
+            crops = self._forward(batch.flatten(0, 1))
+            out = crops.view(batch.shape[0], batch.shape[1], -1).mean(dim=1)
+        elif kind == "full":
+            out = self._forward_by_size(batch)
+        else:
+            out = torch.cat([self._forward_by_size([pair[0] for pair in batch]),
+                             self._forward_by_size([pair[1] for pair in batch])], dim=1)
+        return out.cpu().numpy()
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _native(self, image: Image.Image, path: Any) -> "torch.Tensor":
+        if min(image.size) < self.smallest_side():
+            raise ImageReadError(f"{path}: {image.width}x{image.height} px at this scale is smaller than the "
+                                 f"{self.smallest_side()} px the network needs at native resolution")
+        return self._to_tensor(image)
+
+    def _to_tensor(self, image: Image.Image) -> "torch.Tensor":
+        import torch
+        mean, std = self.normalization()
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return (pixels - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
+
+    def _crops(self, image: Image.Image) -> "torch.Tensor":
+        import torch
+        size = self.input_size()
+        width, height = image.size
+        if min(width, height) < size:
+            scale = size / min(width, height)
+            image = image.resize((max(size, round(width * scale)), max(size, round(height * scale))),
+                                 Image.Resampling.BICUBIC)
+        pixels = self._to_tensor(image)
+        boxes = crop_boxes(image.size[0], image.size[1], size, self._policy.crops)
+        return torch.stack([pixels[:, y:y + size, x:x + size] for x, y in boxes])
+
+    def _forward(self, pixels: "torch.Tensor") -> "torch.Tensor":
+        import torch
+        pixels = pixels.to(self._device, non_blocking=True)
+        if self.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast(pixels.device.type, self.precision):
+            out = self.embed(pixels)
+        out = out.float()
+        return torch.nn.functional.normalize(out, dim=-1) if self.normalize else out
+
+    def _forward_by_size(self, images: list["torch.Tensor"]) -> "torch.Tensor":
+        import torch
+        out: "torch.Tensor | None" = None
+        for shape, rows in group_by_shape(images):
+            with self.native_resolution(shape[-2], shape[-1]):
+                values = self._forward(torch.stack([images[i] for i in rows]))
+            if out is None:
+                out = values.new_empty((len(images), values.shape[1]))
+            out[rows] = values
+        assert out is not None
+        return out
+
+
+def group_by_shape(images: list["torch.Tensor"]) -> Iterator[tuple[tuple[int, ...], list[int]]]:
+    """(shape, row indices) of each distinct image shape: one forward pass per shape."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(i)
+    yield from groups.items()
+
+
+@contextlib.contextmanager
+def swapped_parameter(module: Any, name: str, value: "torch.Tensor") -> Iterator[None]:
+    """``module.<name>`` holds ``value`` while the context is open, then its own tensor again."""
+    original = getattr(module, name).data
+    getattr(module, name).data = value.to(original.device, original.dtype)
+    try:
+        yield
+    finally:
+        getattr(module, name).data = original
