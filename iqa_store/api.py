@@ -58,21 +58,66 @@ def build_extractor(model: str, *, device: str = "cpu", weights: str | None = No
 def extract(model: str, dataset: str, *, root: str | Path | None = None, store: FeatureStore | str | None = None,
             device: str = "auto", batch_size: int = 32, workers: int | None = None, weights: str | None = None,
             random_init: bool = False, precision: str | None = None, encoder: str | None = None,
-            dataset_options: dict[str, Any] | None = None,
+            dataset_options: dict[str, Any] | None = None, shard: tuple[int, int] | str | None = None,
+            scheduler: str | None = None, shards: int | None = None,
             progress: bool = True, log: Callable[[str], None] = print, **settings: Any) -> Any:
     """Extract ``model`` features for ``dataset`` into the store (cached, resumable).
 
     ``settings`` are extractor fields (e.g. ``normalize=True`` for CLIP). ``encoder``: an encoder
     of the store's registry, ``NAME`` or ``NAME/FINGERPRINT`` (Re-IQA extractors).
+
+    ``shard=(i, n)`` (or ``"i/n"``): compute only the row chunks ``k`` with ``k % n == i``, so n
+    processes (one per GPU, or on machines sharing the store's filesystem) can split one set;
+    the last to finish marks it complete, and a shard that ends first reports status
+    "partial" with the number of chunks still pending. A run without ``shard`` computes
+    whatever is left.
+
+    ``scheduler``: the address of an existing Dask cluster (``tcp://host:8786``) whose workers
+    share the store's filesystem: ``shards`` shard tasks run there (default: one per GPU when the
+    workers advertise a ``GPU`` resource, each task then taking one; otherwise one per worker),
+    the device resolved on each worker; returns the combined ``ClusterReport``. Workers started
+    by a nanny (the default) are daemonic and cannot start decoding processes, so tasks decode in
+    their own thread and say so; start workers with ``--no-nanny`` (or the config
+    ``distributed.worker.daemon: False``) to decode with ``workers`` processes.
     """
-    from iqa_store.extract import extract as run_extraction
+    from iqa_store.extract import check_shard, parse_shard
     store = _store(store)
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    elif shard is not None:
+        shard = check_shard(shard)
+    if shards is not None and not scheduler:
+        raise ValueError("--shards (the number of shard tasks) needs --scheduler; to run one shard here, "
+                         "give --shard I/N")
+    if scheduler:
+        if shard is not None:
+            raise ValueError("give --shard I/N (one shard, here) or --scheduler (every shard, on a Dask cluster), "
+                             "not both")
+        if shards is not None and shards < 1:
+            raise ValueError(f"--shards must be at least 1; got {shards}")
+        return _extract_on_cluster(scheduler, shards, log, {
+            "model": model, "dataset": dataset, "root": _absolute(root), "device": device,
+            "store": FeatureStore(store.root.absolute(), store.chunk_bytes), "batch_size": batch_size,
+            "workers": workers, "weights": _absolute(weights), "random_init": random_init, "precision": precision,
+            "encoder": encoder, "dataset_options": dataset_options, **settings})
+    from iqa_store.extract import extract as run_extraction
     device = resolve_device(device)
     manifest = load_manifest(dataset, root, **(dataset_options or {}))
     extractor = build_extractor(model, device=device, weights=weights, random_init=random_init, precision=precision,
                                 encoder=encoder, store=store, **settings)
     options = RunOptions(device=device, batch_size=batch_size, workers=default_workers() if workers is None else workers)
-    return run_extraction(manifest, extractor, store, options, progress=progress, log=log)
+    return run_extraction(manifest, extractor, store, options, shard=shard, progress=progress, log=log)
+
+
+def _extract_on_cluster(scheduler: str, shards: int | None, log: Callable[[str], None], task: dict[str, Any]) -> Any:
+    """``extract`` as shard tasks on a Dask cluster (see ``iqa_store.extract_cluster``)."""
+    from iqa_store.extract_cluster import extract_on_cluster
+    return extract_on_cluster(scheduler, task, shards, log=log)
+
+
+def _absolute(path: str | Path | None) -> str | None:
+    """A path as the workers of a cluster must see it: absolute (on the shared filesystem)."""
+    return str(Path(path).expanduser().absolute()) if path else None
 
 
 @dataclass

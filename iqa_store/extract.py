@@ -3,10 +3,21 @@
 Each row chunk is claimed with a lock, computed in batches that start at the chunk's first
 row (so a resumed run computes exactly the batches an uninterrupted one would), and
 committed by a background writer while the model works on the next batches.
+
+Sharding: shard ``i`` of ``n`` owns the row chunks ``k`` with ``k % n == i``, a fixed, disjoint
+split that does not depend on timing. Shards are separate processes (one per GPU, or on several
+machines sharing the store's filesystem) running the same command; each computes only its own
+chunks, never waits for another shard's, and whichever commits the last chunk of the set writes
+its COMPLETE marker. An unsharded run on a partly sharded set simply computes what is left.
+Concurrent writers of one set (shards, or plain runs) are safe: each chunk is computed under its
+own lock, and the set's writer lock is shared by extractions (only ``rm``/``gc`` take it alone).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing
+import operator
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +31,43 @@ from iqa_store.extractors.base import Extractor, ImageReadError, RunOptions
 from iqa_store.store import DONE, FAILED, ChunkResult, FeatureSet, FeatureStore
 
 _WAIT_SECONDS = 2.0
+_SHARD_FORMAT = "I/N (shard I of N, 0 <= I < N), e.g. 0/4"
+
+
+def check_shard(shard: Any) -> tuple[int, int]:
+    """``(i, n)`` as two ints with ``n >= 1`` and ``0 <= i < n``; ValueError otherwise."""
+    try:
+        index, count = (operator.index(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"a shard must be two integers I/N (shard I of N, 0 <= I < N); got {shard!r}") from None
+    if count < 1:
+        raise ValueError(f"shard {index}/{count}: the number of shards N must be at least 1")
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: the shard index I must be in 0..{count - 1} (shards count from 0)")
+    return index, count
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` (as given to ``--shard``) -> ``(I, N)``; ValueError with the expected form otherwise."""
+    index, sep, count = text.strip().partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        shard = int(index), int(count)
+    except ValueError:
+        raise ValueError(f"--shard must look like {_SHARD_FORMAT}; got {text!r}") from None
+    try:
+        return check_shard(shard)
+    except ValueError as error:
+        raise ValueError(f"--shard {text.strip()}: {str(error).split(': ', 1)[1]}") from None
+
+
+def shard_chunks(n_chunks: int, shard: tuple[int, int] | None) -> list[int]:
+    """The row chunks shard ``(i, n)`` owns: ``k % n == i``; all chunks without a shard."""
+    if shard is None:
+        return list(range(n_chunks))
+    index, count = shard
+    return list(range(index, n_chunks, count))
 
 
 @dataclass(frozen=True)
@@ -33,32 +81,55 @@ class Failure:
 @dataclass
 class ExtractionReport:
     feature_set: str
-    status: str  # "cached", "complete" or "interrupted"
+    # "cached", "complete", "interrupted", or "partial": a shard that committed all its chunks
+    # while other shards' chunks are still pending (the set is complete when those are done)
+    status: str
     rows: int
     computed: int = 0
     reused: int = 0
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+    prepare_seconds: float = 0.0  # of ``seconds``: building the model and loading its weights, once
+    shard: tuple[int, int] | None = None
+    chunks: int = 0  # row chunks of the set
+    pending: int = 0  # chunks of the set not committed when this run ended
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
         return self.computed / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def shard_name(self) -> str | None:
+        return f"{self.shard[0]}/{self.shard[1]}" if self.shard else None
+
     def to_dict(self) -> dict[str, Any]:
         return {"feature_set": self.feature_set, "status": self.status, "rows": self.rows, "computed": self.computed,
                 "reused": self.reused, "failed": len(self.failures), "seconds": round(self.seconds, 3),
-                "images_per_second": round(self.images_per_second, 2),
+                "prepare_seconds": round(self.prepare_seconds, 3),
+                "images_per_second": round(self.images_per_second, 2), "shard": self.shard_name,
+                "chunks": self.chunks, "pending_chunks": self.pending, "warnings": list(self.warnings),
                 "failures": [f.__dict__ for f in self.failures]}
 
     def summary(self) -> str:
+        where = f" (shard {self.shard_name})" if self.shard else ""
         if self.status == "cached":
             head = f"{self.feature_set}: cached, {self.rows} rows, nothing to compute"
         elif self.status == "interrupted":
-            head = f"{self.feature_set}: interrupted after {self.computed} new rows; finished chunks are saved, run the same command to resume"
+            head = (f"{self.feature_set}{where}: interrupted after {self.computed} new rows; finished chunks are "
+                    "saved, run the same command to resume")
+        elif self.status == "partial" and not self.shard:  # only if a shared filesystem lags behind another writer
+            head = (f"{self.feature_set}: {self.pending} of {self.chunks} chunks not visible as committed yet; "
+                    "run the same command again")
+        elif self.status == "partial":
+            head = (f"{self.feature_set}: shard {self.shard_name} done ({self.computed} rows computed, {self.reused} "
+                    f"reused, in {self.seconds:.1f} s): {self.pending} of {self.chunks} chunks still pending in other "
+                    "shards; the set is complete when they finish (or run without --shard to compute them here)")
         else:
-            head = (f"{self.feature_set}: complete, {self.rows} rows ({self.computed} computed, {self.reused} reused) "
+            head = (f"{self.feature_set}: complete, {self.rows} rows ({self.computed} computed, {self.reused} reused"
+                    f"{', this shard ' + str(self.shard_name) + ' finished last' if self.shard else ''}) "
                     f"in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s)")
-        lines = [head]
+        lines = [head] + [f"warning: {w}" for w in self.warnings]
         if self.failures:
             lines.append(f"{len(self.failures)} image(s) failed:")
             lines += [f"  {f.path}: {f.reason}" for f in self.failures]
@@ -154,22 +225,32 @@ class _ChunkBuffer:
 
 
 def extract(manifest: Manifest, extractor: Extractor, store: FeatureStore, options: RunOptions = RunOptions(), *,
-            progress: bool = True, log: Callable[[str], None] = print) -> ExtractionReport:
-    """Compute ``extractor`` on every image of ``manifest`` that the store does not have yet."""
+            shard: tuple[int, int] | None = None, progress: bool = True,
+            log: Callable[[str], None] = print) -> ExtractionReport:
+    """Compute ``extractor`` on every image of ``manifest`` that the store does not have yet.
+
+    ``shard=(i, n)``: compute only the row chunks ``k`` with ``k % n == i`` (see the module
+    docstring); the report's status is "partial" when other shards' chunks are still pending.
+    """
+    shard = check_shard(shard) if shard is not None else None
     fs, _ = store.open_or_create(manifest, extractor)
-    report = ExtractionReport(fs.name, "cached", fs.n_rows)
+    report = ExtractionReport(fs.name, "cached", fs.n_rows, shard=shard, chunks=fs.n_chunks)
     if fs.is_complete:
         report.failures = _failures(fs)
         return report
+    mine = set(shard_chunks(fs.n_chunks, shard))
     started = time.perf_counter()
-    with store.writer_lock(fs):
+    with store.writer_lock(fs):  # shared: shards and other runs write the set side by side
         reuse = store.reusable_rows(fs)
         prepared = False
         try:
-            while pending := fs.pending_chunks():
+            while pending := [k for k in fs.pending_chunks() if k in mine]:
                 todo = sum(1 for k in pending for r in range(*fs.chunk_rows(k)) if r not in reuse)
                 if todo and not prepared:
+                    options = _decoding_options(options, report, log)
+                    loading = time.perf_counter()
                     extractor.prepare(options)
+                    report.prepare_seconds = time.perf_counter() - loading
                     prepared = True
                 plan = _ChunkPlan(fs, pending, reuse, options.batch_size)
                 _run_pass(fs, extractor, plan, reuse, options, report, progress)
@@ -181,10 +262,26 @@ def extract(manifest: Manifest, extractor: Extractor, store: FeatureStore, optio
             report.status = "interrupted"
     report.seconds = time.perf_counter() - started
     if report.status != "interrupted":
-        fs.mark_complete_if_done()
-        report.status = "complete"
+        # Whoever commits the set's last chunk sees every marker here (each writer checks after
+        # its own commits), so the last shard to finish marks the set complete.
+        report.status = "complete" if fs.mark_complete_if_done() else "partial"
+    report.pending = len(fs.pending_chunks())
     report.failures = _failures(fs)
     return report
+
+
+def _decoding_options(options: RunOptions, report: ExtractionReport, log: Callable[[str], None]) -> RunOptions:
+    """Decoding worker processes are impossible in a daemonic process (a Dask worker under its
+    nanny, a multiprocessing.Pool worker): decode in the calling thread there, and say so."""
+    if options.workers > 0 and multiprocessing.current_process().daemon:
+        warning = (f"this is a daemonic process (e.g. a Dask worker started by its nanny), which cannot start "
+                   f"DataLoader worker processes: decoding images in this thread instead of {options.workers} "
+                   "worker process(es); start Dask workers with --no-nanny (or distributed.worker.daemon: False) "
+                   "for parallel decoding")
+        report.warnings.append(warning)
+        log(f"warning: {warning}")
+        return dataclasses.replace(options, workers=0)
+    return options
 
 
 def _run_pass(fs: FeatureSet, extractor: Extractor, plan: _ChunkPlan, reuse: dict[int, tuple[FeatureSet, int]],
@@ -201,7 +298,7 @@ def _run_pass(fs: FeatureSet, extractor: Extractor, plan: _ChunkPlan, reuse: dic
     sources: dict[Path, np.ndarray] = {}
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqa-store-writer")
     commits: list[Future] = []
-    bar = tqdm(total=sum(1 for k in fs.pending_chunks() for r in range(*fs.chunk_rows(k))), unit="img",
+    bar = tqdm(total=sum(len(range(*fs.chunk_rows(k))) for k in plan.chunks), unit="img",
                desc=f"extract {fs.extractor} on {fs.dataset}", disable=not progress, leave=False)
     try:
         for batch in loader:
