@@ -15,6 +15,10 @@ __all__ = ["EXTRACTORS", "Extractor", "ExtractorError", "ImageReadError", "RunOp
 
 EXTRACTORS: Registry = Registry("extractor")
 
+EXTRACTORS.register("align", "iqa_store.extractors.align:Align",
+                    help="ALIGN EfficientNet-B7 image embedding, kakaobrain/align-base via transformers (640-d)")
+EXTRACTORS.register("altclip", "iqa_store.extractors.altclip:AltClip",
+                    help="AltCLIP ViT-L/14 image embedding, BAAI/AltCLIP via transformers (768-d)")
 EXTRACTORS.register("brisque", "iqa_store.extractors.brisque:Brisque",
                     help="BRISQUE, 36 natural-scene statistics (Mittal et al. 2012), MATLAB-exact")
 EXTRACTORS.register("clip-vitb16", "iqa_store.extractors.clip:clip_vitb16", help="OpenAI CLIP ViT-B/16 image embedding (512-d)")
