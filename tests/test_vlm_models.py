@@ -311,3 +311,30 @@ def test_policies_are_part_of_the_fingerprint_and_validated(tiny_clip: str) -> N
 
 def test_every_registered_open_clip_model_is_listed() -> None:
     assert {m for m in EXTRACTORS.names() if m.startswith(("clip-", "hps"))} == set(PUBLISHED)
+
+
+def test_jpeg_draft_decodes_at_a_reduced_dct_scale(tiny_clip: str, tmp_path: Path) -> None:
+    """jpeg_draft: Pillow's draft decode (here 1024x768 -> 512x384) then open_clip's own transform."""
+    from conftest import write_images
+    import pandas as pd
+    root = tmp_path / "koniq-sized"
+    names = write_images(root, 3, size=(768, 1024))
+    pd.DataFrame({"path": names, "mos": [1.0, 2.0, 3.0]}).to_csv(root / "labels.csv", index=False)
+    model = _model(TINY_CLIP_ARCH, _tiny_state(TINY_CLIP_ARCH, seed=0), quick_gelu=False)
+    preprocess = _open_clip().image_transform(224, is_train=False)
+    drafted = []
+    for name in names:
+        image = Image.open(root / name)
+        image.draft("RGB", (224, 224))
+        assert image.size == (512, 384)
+        drafted.append(preprocess(image.convert("RGB")))
+    with torch.no_grad():
+        expected = model.encode_image(torch.stack(drafted)).numpy()
+    stored = _extract_cli(tmp_path, root, tiny_clip, "--random-init", "-s", "jpeg_draft=true")
+    np.testing.assert_allclose(stored, expected, atol=1e-5, rtol=0)
+    full = _extract_cli(tmp_path, root, tiny_clip, "--random-init")
+    assert np.abs(full - stored).max() > 1e-4  # a different decode: a different feature set
+    assert create_extractor(tiny_clip, random_init=True, jpeg_draft=True).fingerprint() != \
+        create_extractor(tiny_clip, random_init=True).fingerprint()
+    with pytest.raises(Exception, match="jpeg_draft"):
+        create_extractor(tiny_clip, jpeg_draft=True, policy="full")

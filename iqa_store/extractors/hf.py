@@ -295,6 +295,10 @@ class HfDualEncoder(ImageEmbedder):
         v = self.processor_values()
         return _side(v["crop_size"] if v.get("do_center_crop", True) else v["size"])
 
+    def resize_target(self) -> int:
+        v = self.processor_values()
+        return _side(v["size"]) if v.get("do_resize", True) else self.input_size()
+
     def preprocess_config(self) -> dict[str, Any]:
         config = super().preprocess_config()
         if self.policy == "default":
