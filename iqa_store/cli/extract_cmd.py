@@ -8,7 +8,7 @@ from iqa_store.cli.options import emit, format_option, parse_key_values, store_o
 
 
 @click.command()
-@click.option("--model", "-m", required=True, help="Extractor name (iqa-store extract --help lists them).")
+@click.option("--model", "-m", required=True, help="Extractor name (`iqa-store models` lists them).")
 @click.option("--dataset", "-d", required=True, help="Dataset adapter: demo, koniq, csv, ...")
 @click.option("--root", type=click.Path(), help="Dataset root folder (or the dataset's environment variable).")
 @click.option("--option", "-o", "dataset_options", multiple=True, metavar="KEY=VALUE",
