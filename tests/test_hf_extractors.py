@@ -342,3 +342,28 @@ def test_sharded_folder_and_hub_cache(saved, toy, tmp_path: Path, monkeypatch: p
     assert published.weights_available() and published.dim == DIMS["align"]
     assert published.weights_identity() == {"hf_hub": "kakaobrain/align-base", "commit": commit}
     np.testing.assert_allclose(embed(published), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["align", "altclip"])
+def test_device_decode_matches_the_processor_as_tensor_ops(kind: str, saved, toy, image_dataset: Path,
+                                                            tmp_path: Path) -> None:
+    """device_decode (run on CPU here): torchvision decoding and the processor's resize/crop/rescale as tensor ops."""
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms import v2
+    model, folder = saved[kind]
+    if kind == "align":  # squash to 346 x 346 (bilinear), crop 289, x / 127.5 - 1
+        steps = v2.Compose([v2.Resize([346, 346], interpolation=v2.InterpolationMode.BILINEAR), v2.CenterCrop(289)])
+        mean, std = torch.full((3, 1, 1), 0.5), torch.full((3, 1, 1), 0.5)
+    else:  # CLIP's recipe
+        steps = v2.Compose([v2.Resize(224, interpolation=v2.InterpolationMode.BICUBIC), v2.CenterCrop(224)])
+        mean = torch.tensor(ALTCLIP_PUBLISHED["image_mean"])[:, None, None]
+        std = torch.tensor(ALTCLIP_PUBLISHED["image_std"])[:, None, None]
+    pixels = torch.stack([(steps(decode_image(str(p), mode=ImageReadMode.RGB).float() / 255).clamp(0, 1) - mean) / std
+                          for p in toy.paths])
+    with torch.no_grad():
+        expected = model.get_image_features(pixel_values=pixels).pooler_output.numpy()
+    stored = cli_extract(kind, image_dataset, tmp_path / "S", "--weights", str(folder), "-s", "device_decode=true").read()
+    np.testing.assert_allclose(stored, expected, atol=1e-5, rtol=1e-4)
+    processed = direct(model, kind, images_of(toy))  # the Pillow + processor path: nearly the same vectors
+    cosine = (stored * processed).sum(1) / np.linalg.norm(stored, axis=1) / np.linalg.norm(processed, axis=1)
+    assert cosine.min() > 0.99

@@ -338,3 +338,45 @@ def test_jpeg_draft_decodes_at_a_reduced_dct_scale(tiny_clip: str, tmp_path: Pat
         create_extractor(tiny_clip, random_init=True).fingerprint()
     with pytest.raises(Exception, match="jpeg_draft"):
         create_extractor(tiny_clip, jpeg_draft=True, policy="full")
+
+
+def test_device_decode_runs_the_default_transform_as_tensor_operations(tiny_clip: str, tmp_path: Path) -> None:
+    """device_decode on CPU (the CUDA path differs only in the device): torchvision's JPEG decoder and
+    the transform as tensor ops; PNGs and truncated JPEGs go through Pillow in the worker."""
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms import v2
+    from conftest import write_images
+    import pandas as pd
+    root = tmp_path / "mixed"
+    names = write_images(root, 4, size=(300, 400))
+    Image.open(root / names[3]).save(root / "img003.png")
+    names[3] = "img003.png"
+    (root / "broken.jpg").write_bytes((root / names[0]).read_bytes()[:2000])  # truncated: no end-of-image marker
+    pd.DataFrame({"path": names + ["broken.jpg"], "mos": [1.0, 2.0, 3.0, 4.0, 5.0]}).to_csv(root / "labels.csv",
+                                                                                         index=False)
+    steps = v2.Compose([v2.ToDtype(torch.float32, scale=True),
+                        v2.Resize(224, interpolation=v2.InterpolationMode.BICUBIC, antialias=True), v2.CenterCrop(224)])
+    inputs = [(steps(decode_image(str(root / n), mode=ImageReadMode.RGB)).clamp(0, 1)
+               - torch.tensor(OPENAI_MEAN)[:, None, None]) / torch.tensor(OPENAI_STD)[:, None, None] for n in names]
+    model = _model(TINY_CLIP_ARCH, _tiny_state(TINY_CLIP_ARCH, seed=0), quick_gelu=False)
+    with torch.no_grad():
+        expected = model.encode_image(torch.stack(inputs)).numpy()
+
+    store = tmp_path / "S"
+    result = CliRunner().invoke(cli, ["extract", "-m", tiny_clip, "-d", "csv", "--root", str(root), "-o",
+                                      "labels=labels.csv", "--workers", "0", "-q", "--random-init", "-s",
+                                      "device_decode=true", "--store", str(store), "--format", "json"])
+    report = json.loads(result.stdout)
+    assert report["failed"] == 1 and report["failures"][0]["path"].endswith("broken.jpg")
+    assert "cannot decode" in report["failures"][0]["reason"]
+    stored = FeatureStore(store).get(report["feature_set"]).read()
+    np.testing.assert_allclose(stored[:4], expected, atol=1e-5, rtol=0)
+    assert np.isnan(stored[4]).all()
+
+    preprocess = _open_clip().image_transform(224, is_train=False)  # the Pillow path, for closeness
+    with torch.no_grad():
+        pillow = model.encode_image(torch.stack([preprocess(Image.open(root / n).convert("RGB")) for n in names])).numpy()
+    cosine = (stored[:4] * pillow).sum(1) / np.linalg.norm(stored[:4], axis=1) / np.linalg.norm(pillow, axis=1)
+    assert cosine.min() > 0.999
+    with pytest.raises(Exception, match="device_decode"):
+        create_extractor(tiny_clip, device_decode=True, policy="twoscale")

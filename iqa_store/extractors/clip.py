@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from iqa_store.extractors.base import ExtractorError, RunOptions
-from iqa_store.extractors.embedder import ImageEmbedder, swapped_parameter
+from iqa_store.extractors.embedder import ImageEmbedder, TensorRecipe, swapped_parameter
 from iqa_store.extractors.neural import cached_sha256, existing_weights_file, load_state_dict
 
 # Extra open_clip model-config folders (JSON files, one per architecture) for custom or tiny
@@ -106,6 +106,14 @@ class OpenClipExtractor(ImageEmbedder):
     def published_identity(self) -> dict[str, Any]:
         tag = self._tag()
         return {"open_clip": f"{self.arch}:{self.pretrained}", "hf_hub": tag.get("hf_hub", ""), "url": tag.get("url", "")}
+
+    def tensor_recipe(self) -> TensorRecipe:
+        tag = self._tag()
+        if tag.get("resize_mode", "shortest") != "shortest":
+            return super().tensor_recipe()
+        mean, std = self.normalization()
+        return TensorRecipe("shortest", self.input_size(), self.input_size(), tag.get("interpolation", "bicubic"),
+                            mean, std)
 
     # --- worker side -------------------------------------------------------------------------
     def default_transform(self) -> Callable:

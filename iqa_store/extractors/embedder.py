@@ -19,6 +19,14 @@ covers the model's resize target (Pillow's ``draft``): 1024x768 KonIQ images dec
 for a 224 px model, several times cheaper, then the model's own transform runs as usual. The
 pixels differ slightly from a full decode, so it is a setting (in the fingerprint).
 
+``device_decode`` (``default`` policy only): JPEG decoding, resizing and cropping on the model's
+device (nvJPEG through ``torchvision.io.decode_jpeg`` on CUDA): the DataLoader workers only read
+the files' bytes, so many CPU cores are not needed to feed a fast GPU. The model's default
+transform is then run as tensor operations (``TensorRecipe``: antialiased resize, centre crop,
+normalisation), within a grey level or so of the Pillow path, so it is a setting (fingerprint).
+Files that are not complete JPEGs (no end-of-image marker, other formats) are decoded by Pillow
+in the worker as usual; a JPEG the device decoder rejects is decoded by Pillow on the CPU.
+
 ``normalize`` L2-normalises each embedding the network returns (each crop, each scale) before
 they are averaged or concatenated.
 
@@ -30,9 +38,11 @@ the network needs adapting to other sizes, ``native_resolution``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from abc import abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
@@ -67,6 +77,30 @@ class Policy:
     def views(self) -> int:
         """How many embeddings are concatenated into the stored vector."""
         return 2 if self.kind == "twoscale" else 1
+
+
+@dataclass(frozen=True)
+class TensorRecipe:
+    """A model's default transform as tensor operations (for ``device_decode``)."""
+
+    resize: str  # "shortest": short side to ``size``, aspect kept; "squash": size x size
+    size: int
+    crop: int
+    interpolation: str  # "bicubic" or "bilinear"
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, pixels: "torch.Tensor") -> "torch.Tensor":
+        """uint8 [3, H, W] on any device -> the normalised [3, crop, crop] float input."""
+        import torch
+        from torchvision.transforms.v2 import functional as F
+        image = pixels.float() / 255
+        image = F.resize(image, [self.size] if self.resize == "shortest" else [self.size, self.size],
+                         interpolation=F.InterpolationMode(self.interpolation), antialias=True)
+        image = F.center_crop(image, [self.crop, self.crop]).clamp_(0, 1)  # Pillow saturates at 0 and 255 too
+        mean = torch.tensor(self.mean, device=image.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, device=image.device).view(-1, 1, 1)
+        return (image - mean) / std
 
 
 def half_scale(image: Image.Image, path: Any) -> Image.Image:
@@ -106,6 +140,7 @@ class ImageEmbedder(Extractor):
     normalize: bool = False
     policy: str = "default"
     jpeg_draft: bool = False
+    device_decode: bool = False
     precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; CUDA only)
     channels_last: ClassVar[bool] = False  # convolutional networks run faster in NHWC on GPUs
     _model: Any = field(default=None, init=False, repr=False, compare=False)
@@ -117,6 +152,9 @@ class ImageEmbedder(Extractor):
         if self.jpeg_draft and self._policy.kind != "default":
             raise ExtractorError(f"jpeg_draft lowers the decoded resolution: it goes with the default policy, "
                                  f"not {self.policy!r}")
+        if self.device_decode and (self._policy.kind != "default" or self.jpeg_draft):
+            raise ExtractorError("device_decode runs the default policy's transform on the device: it goes with "
+                                 f"the default policy and without jpeg_draft (policy {self.policy!r})")
 
     # --- what the subclass supplies ----------------------------------------------------------
     @property
@@ -148,6 +186,10 @@ class ImageEmbedder(Extractor):
     def embed(self, pixels: "torch.Tensor") -> "torch.Tensor":
         """The stored embedding of a batch of preprocessed images, [B, embedding_dim]."""
 
+    def tensor_recipe(self) -> TensorRecipe:
+        """The default transform as tensor operations (``device_decode``)."""
+        raise ExtractorError(f"{self.name} cannot decode on the device (no tensor recipe for its preprocessing)")
+
     def native_resolution(self, height: int, width: int) -> contextlib.AbstractContextManager:
         """Adapts the network to height x width inputs while the context is open."""
         return contextlib.nullcontext()
@@ -162,6 +204,8 @@ class ImageEmbedder(Extractor):
         config = {"policy": self.policy, "input_size": self.input_size(), "mean": list(mean), "std": list(std)}
         if self.jpeg_draft:
             config["jpeg_draft"] = self.resize_target()
+        if self.device_decode:
+            config["device_decode"] = dataclasses.asdict(self.tensor_recipe())
         return config
 
     # --- the contract ------------------------------------------------------------------------
@@ -187,6 +231,8 @@ class ImageEmbedder(Extractor):
         return state
 
     def load_item(self, path: Any) -> Any:
+        if self.device_decode:
+            return _jpeg_bytes_or_pixels(path)
         image = read_rgb(path, self.resize_target() if self.jpeg_draft else None)
         kind = self._policy.kind
         if kind == "default":
@@ -199,14 +245,16 @@ class ImageEmbedder(Extractor):
 
     def collate(self, items: Sequence[Any]) -> Any:
         import torch
-        if self._policy.kind in ("default", "multicrop"):
+        if self._policy.kind in ("default", "multicrop") and not self.device_decode:
             return torch.stack(list(items))
         return list(items)
 
     def compute(self, batch: Any) -> np.ndarray:
         import torch
         kind = self._policy.kind
-        if kind == "default":
+        if self.device_decode:
+            out = self._forward_decoded(batch)
+        elif kind == "default":
             out = self._forward(batch)
         elif kind == "multicrop":
             crops = self._forward(batch.flatten(0, 1))
@@ -253,6 +301,18 @@ class ImageEmbedder(Extractor):
         out = out.float()
         return torch.nn.functional.normalize(out, dim=-1) if self.normalize else out
 
+    def _forward_decoded(self, items: list["torch.Tensor"]) -> "torch.Tensor":
+        """Decodes the JPEG bytes among ``items`` on the device, then the recipe and the model;
+        a row the device decoder and Pillow both reject comes out NaN (marked failed)."""
+        import torch
+        pixels = _decode_on(self._device, items)
+        recipe = self.tensor_recipe()
+        good = [i for i, p in enumerate(pixels) if p is not None]
+        values = self._forward(torch.stack([recipe(pixels[i].to(self._device, non_blocking=True)) for i in good]))
+        out = values.new_full((len(items), values.shape[1]), float("nan"))
+        out[good] = values
+        return out
+
     def _forward_by_size(self, images: list["torch.Tensor"]) -> "torch.Tensor":
         import torch
         out: "torch.Tensor | None" = None
@@ -264,6 +324,47 @@ class ImageEmbedder(Extractor):
             out[rows] = values
         assert out is not None
         return out
+
+
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
+def _jpeg_bytes_or_pixels(path: Any) -> "torch.Tensor":
+    """A complete JPEG's bytes (uint8 [n]) for the device decoder, else Pillow's pixels (uint8 [3, H, W])."""
+    import torch
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        data = b""
+    if data.startswith(_JPEG_START) and data.rstrip(b"\x00").endswith(_JPEG_END):
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return torch.from_numpy(np.array(read_rgb(path))).permute(2, 0, 1)  # read_rgb names unreadable files
+
+
+def _decode_on(device: str, items: list["torch.Tensor"]) -> list["torch.Tensor | None"]:
+    from torchvision.io import ImageReadMode, decode_jpeg
+    pixels: list[Any] = list(items)
+    encoded = [i for i, item in enumerate(items) if item.dim() == 1]
+    if not encoded:
+        return pixels
+    try:
+        for i, image in zip(encoded, decode_jpeg([items[i] for i in encoded], mode=ImageReadMode.RGB, device=device)):
+            pixels[i] = image
+    except RuntimeError:  # one bad file fails the batch: decode one by one, Pillow as the fallback
+        for i in encoded:
+            pixels[i] = _decode_one(items[i])
+    return pixels
+
+
+def _decode_one(data: "torch.Tensor") -> "torch.Tensor | None":
+    import io
+
+    import torch
+    try:
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
+            return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+    except Exception:  # Pillow raises many types for corrupt data; the row is marked failed
+        return None
 
 
 def group_by_shape(images: list["torch.Tensor"]) -> Iterator[tuple[tuple[int, ...], list[int]]]:

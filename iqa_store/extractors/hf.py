@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from iqa_store.extractors.base import ExtractorError
-from iqa_store.extractors.embedder import ImageEmbedder
+from iqa_store.extractors.embedder import ImageEmbedder, TensorRecipe
 from iqa_store.extractors.neural import cached_sha256, load_state_dict
 
 if TYPE_CHECKING:
@@ -294,6 +294,15 @@ class HfDualEncoder(ImageEmbedder):
     def input_size(self) -> int:
         v = self.processor_values()
         return _side(v["crop_size"] if v.get("do_center_crop", True) else v["size"])
+
+    def tensor_recipe(self) -> "TensorRecipe":
+        v = self.processor_values()
+        interpolation = {2: "bilinear", 3: "bicubic"}.get(v.get("resample"))
+        if not v.get("do_resize", True) or interpolation is None:
+            return super().tensor_recipe()
+        mode = "shortest" if isinstance(v["size"], dict) and "shortest_edge" in v["size"] else "squash"
+        mean, std = self.normalization()
+        return TensorRecipe(mode, _side(v["size"]), self.input_size(), interpolation, mean, std)
 
     def resize_target(self) -> int:
         v = self.processor_values()
