@@ -4,6 +4,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/bench_extract.py                 # efficiency + memory, print
     .venv/bin/python benchmarks/bench_extract.py --device cuda --precision bf16 --images 2048   # on a GPU
+    .venv/bin/python benchmarks/bench_extract.py --device cuda --precision bf16 --end-to-end-flag device_decode
 
 Images: KonIQ-sized JPEGs (1024x768, quality 90) made from the demo photographs (random 4:3
 crops, flips and colour scaling, Lanczos to 1024x768), written once to a cache folder. Weights:
@@ -88,7 +89,7 @@ def dataset(folder: Path, names: list[str], total: int) -> Path:
 
 
 def model_only(model: str, paths: list[Path], batch_size: int, device: str, precision: str) -> float:
-    """images/s of ``compute`` on pre-decoded, preprocessed batches."""
+    """images/s of ``compute`` on pre-decoded, preprocessed batches (the default transform's output)."""
     import torch
     from iqa_store.extractors import RunOptions, create_extractor
     extractor = create_extractor(model, random_init=True, precision=precision)
@@ -107,12 +108,13 @@ def model_only(model: str, paths: list[Path], batch_size: int, device: str, prec
     return len(items) / (time.perf_counter() - started)
 
 
-def end_to_end(model: str, root: Path, batch_size: int, workers: int, device: str, precision: str) -> dict:
+def end_to_end(model: str, root: Path, batch_size: int, workers: int, device: str, precision: str,
+               settings: dict) -> dict:
     from iqa_store import api
     with tempfile.TemporaryDirectory() as store:
         report = api.extract(model, "csv", root=root, store=store, device=device, batch_size=batch_size,
                              workers=workers, random_init=True, precision=precision, progress=False,
-                             dataset_options={"labels": "labels.csv", "dataset_name": "bench"})
+                             dataset_options={"labels": "labels.csv", "dataset_name": "bench"}, **settings)
     steady = report.seconds - report.prepare_seconds
     return {"images_per_second": report.computed / steady, "prepare_seconds": report.prepare_seconds,
             "seconds": report.seconds}
@@ -131,12 +133,13 @@ def efficiency(args: argparse.Namespace) -> dict:
     model_rates, pipeline = [], []
     for _ in range(args.repeats):
         model_rates.append(model_only(args.model, paths, args.batch_size, args.device, args.precision))
-        pipeline.append(end_to_end(args.model, root, args.batch_size, args.workers, args.device, args.precision))
+        pipeline.append(end_to_end(args.model, root, args.batch_size, args.workers, args.device, args.precision,
+                                   dict.fromkeys(args.end_to_end_flag, True)))
         print(f"  model-only {model_rates[-1]:.2f} img/s, end-to-end {pipeline[-1]['images_per_second']:.2f} img/s",
               file=sys.stderr)
     model_rate = statistics.median(model_rates)
     pipe_rate = statistics.median(p["images_per_second"] for p in pipeline)
-    return {"model": args.model, "images": args.images, "batch_size": args.batch_size, "workers": args.workers,
+    return {"model": args.model, "images": args.images, "end_to_end_settings": args.end_to_end_flag, "batch_size": args.batch_size, "workers": args.workers,
             "device": args.device, "precision": args.precision, "repeats": args.repeats,
             "model_only": model_rates, "end_to_end": [p["images_per_second"] for p in pipeline],
             "prepare_seconds": [p["prepare_seconds"] for p in pipeline],
@@ -234,6 +237,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--end-to-end-flag", action="append", default=[], choices=["device_decode", "jpeg_draft"],
+                        help="extractor setting turned on for the end-to-end runs (their decoding path)")
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--only", choices=["efficiency", "memory"], help="run one of the two measurements")
     parser.add_argument("--memory-run", help=argparse.SUPPRESS)
