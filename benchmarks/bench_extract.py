@@ -17,6 +17,8 @@ weights, which cannot be downloaded here).
   from the first batch on: the model's one-time construction (``prepare_seconds`` of the
   report) is reported separately. The two are interleaved over the repeats, so a change in
   machine load hits both alike; the ratio of the medians is reported.
+* Decoding: CPU time per image (one thread) of the three ways to turn a JPEG into the model's
+  input: Pillow (the default), ``jpeg_draft``, and the ``device_decode`` path run on the CPU.
 * Memory: peak resident memory of the extracting process and of its decoding workers for
   1,000 and 10,000 images (a fresh process each; the 10,000 paths are hard links to 1,000
   files, each decoded in full), with a tiny ViT so that 10,000 images take minutes: memory
@@ -147,6 +149,34 @@ def efficiency(args: argparse.Namespace) -> dict:
             "efficiency": pipe_rate / model_rate, "model_only_median": model_rate, "end_to_end_median": pipe_rate}
 
 
+def decoding(args: argparse.Namespace) -> dict:
+    """CPU ms per image (one thread) to turn a KonIQ-sized JPEG into the model's input, three ways,
+    interleaved image by image: what one decoding worker costs, i.e. how many cores a GPU needs."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+    from iqa_store.extractors import create_extractor
+    torch.set_num_threads(1)
+    paths = [CACHE / n for n in make_images(CACHE, 64)]
+    pillow = create_extractor(args.model)
+    draft = create_extractor(args.model, jpeg_draft=True)
+    recipe = create_extractor(args.model, device_decode=True).tensor_recipe()
+
+    def tensor_ops(path: Path) -> object:
+        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+        return recipe(decode_jpeg(data, mode=ImageReadMode.RGB))
+
+    ways = {"Pillow decode + the model's transform (default)": pillow.load_item,
+            "jpeg_draft (Pillow DCT-scaled decode) + transform": draft.load_item,
+            "device_decode path run on the CPU (torchvision decode_jpeg + TensorRecipe)": tensor_ops}
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for path in paths * 2:
+        for name, way in ways.items():
+            started = time.process_time()
+            way(path)
+            times[name].append(time.process_time() - started)
+    return {name: round(1000 * statistics.median(values[len(paths):]), 1) for name, values in times.items()}
+
+
 def _rss_mib(pid: int | str, field: str = "VmRSS") -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -240,7 +270,7 @@ def main() -> None:
     parser.add_argument("--end-to-end-flag", action="append", default=[], choices=["device_decode", "jpeg_draft"],
                         help="extractor setting turned on for the end-to-end runs (their decoding path)")
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=[1000, 10000])
-    parser.add_argument("--only", choices=["efficiency", "memory"], help="run one of the two measurements")
+    parser.add_argument("--only", choices=["efficiency", "memory", "decoding"], help="run one measurement")
     parser.add_argument("--memory-run", help=argparse.SUPPRESS)
     parser.add_argument("--configs", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -248,9 +278,11 @@ def main() -> None:
         memory_run(args.memory_run, args.workers, args.batch_size, args.configs)
         return
     result: dict = {"machine": machine()}
-    if args.only != "memory":
+    if args.only in (None, "decoding"):
+        result["decoding_cpu_ms_per_image"] = decoding(args)
+    if args.only in (None, "efficiency"):
         result["efficiency"] = efficiency(args)
-    if args.only != "efficiency":
+    if args.only in (None, "memory"):
         result["memory"] = memory(args)
     print(json.dumps(result, indent=2))
 
