@@ -31,10 +31,18 @@ _HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _NOT_WEIGHTS = ("input_resolution", "context_length", "vocab_size")
 
 
+_REGISTERED_CONFIG_DIRS: set[str] = set()
+
+
 def _open_clip() -> Any:
+    """open_clip, with the folders of CONFIG_DIRS_ENV registered once per process (each
+    ``add_model_config`` call appends the folder and rescans every registered one, and this is
+    called per image by the preprocessing)."""
     import open_clip
     for folder in filter(None, os.environ.get(CONFIG_DIRS_ENV, "").split(os.pathsep)):
-        open_clip.add_model_config(folder)
+        if folder not in _REGISTERED_CONFIG_DIRS:
+            open_clip.add_model_config(folder)
+            _REGISTERED_CONFIG_DIRS.add(folder)
     return open_clip
 
 
