@@ -103,6 +103,16 @@ class TensorRecipe:
         return (image - mean) / std
 
 
+def pixels_to_input(image: Image.Image, mean: Sequence[float] | None = None,
+                    std: Sequence[float] | None = None) -> "torch.Tensor":
+    """An RGB image as a float [3, H, W] tensor of [0, 1] values, normalised with mean/std if given."""
+    import torch
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    if mean is None or std is None:
+        return pixels
+    return (pixels - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
+
+
 def half_scale(image: Image.Image, path: Any) -> Image.Image:
     """Pillow bicubic to (w // 2, h // 2), as the Re-IQA reference extraction does."""
     width, height = image.size
@@ -274,10 +284,7 @@ class ImageEmbedder(Extractor):
         return self._to_tensor(image)
 
     def _to_tensor(self, image: Image.Image) -> "torch.Tensor":
-        import torch
-        mean, std = self.normalization()
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        return (pixels - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
+        return pixels_to_input(image, *self.normalization())
 
     def _crops(self, image: Image.Image) -> "torch.Tensor":
         import torch

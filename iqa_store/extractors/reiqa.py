@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from iqa_store.extractors.base import Extractor, ExtractorError, RunOptions, read_rgb
-from iqa_store.extractors.embedder import group_by_shape, half_scale
+from iqa_store.extractors.embedder import group_by_shape, half_scale, pixels_to_input
 from iqa_store.extractors.neural import autocast, cached_sha256, check_precision, existing_weights_file, load_state_dict
 from iqa_store.pretrain.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone, feature_dim
 
@@ -142,11 +142,9 @@ class ReiqaExtractor(Extractor):
         return self._to_input(image), self._to_input(half_scale(image, path))
 
     def _to_input(self, image: Image.Image) -> "torch.Tensor":
-        import torch
-        tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div(255)
         if self.input_normalization() == "imagenet":
-            tensor = (tensor - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
-        return tensor
+            return pixels_to_input(image, IMAGENET_MEAN, IMAGENET_STD)
+        return pixels_to_input(image)
 
     def collate(self, items: Sequence[Pair]) -> list[Pair]:
         return list(items)  # sizes differ between images: compute groups them by shape
