@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,32 @@ def tiny_clip(tiny_clip_configs: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("IQA_OPENCLIP_MODEL_CONFIGS", str(tiny_clip_configs))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return f"openclip:{TINY_CLIP_ARCH}:none"
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_env(tiny_clip_configs: Path):
+    """``tiny_clip``'s environment for a whole module (module-scoped datasets and references)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IQA_OPENCLIP_MODEL_CONFIGS", str(tiny_clip_configs))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+
+def offline_cli(args: list[str], hf_home: Path, **env: str | None) -> subprocess.CompletedProcess:
+    """``iqa-store ARGS`` in a real subprocess, offline, with ``hf_home`` as its Hugging Face cache;
+    ``env`` adds variables (None removes one)."""
+    merged = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home), "HF_HUB_CACHE": str(hf_home / "hub"), **env}
+    return subprocess.run([str(Path(sys.executable).parent / "iqa-store"), *args], capture_output=True, text=True,
+                          env={k: v for k, v in merged.items() if v is not None}, timeout=240)
+
+
+def the_error_line(result: subprocess.CompletedProcess) -> str:
+    """The one ``error: ...`` line of a subprocess CLI run that failed on bad input (exit 2, no traceback)."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    message = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(message) == 1, result.stderr
+    return message[0]
 
 
 def write_images(folder: Path, count: int, size: tuple[int, int] = (96, 128), seed: int = 0) -> list[str]:

@@ -7,8 +7,6 @@ open_clip's own eval transform), never through ``OpenClipExtractor``.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import PicklePayload
+from conftest import PicklePayload, offline_cli, the_error_line
 from iqa_store.cli import cli
 from iqa_store.datasets import load_manifest
 from iqa_store.extract import extract
@@ -161,17 +159,10 @@ def test_quick_gelu_follows_the_pretrained_tag(tiny_clip: str, toy, tmp_path: Pa
 
 
 def test_missing_weights_offline_names_what_to_download(image_dataset: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home"),
-           "HF_HUB_CACHE": str(tmp_path / "empty-hf-home" / "hub")}
-    env.pop("IQA_OPENCLIP_MODEL_CONFIGS", None)
-    cmd = [str(Path(sys.executable).parent / "iqa-store"), "extract", "--model", "clip-vitb16", "-d", "csv",
-           "--root", str(image_dataset), "-o", "labels=labels.csv", "-o", "dataset_name=toy", "--device", "cpu",
-           "--workers", "0", "-q", "--store", str(tmp_path / "S")]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    message = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(message) == 1, result.stderr
-    assert "timm/vit_base_patch16_clip_224.openai" in message[0]
-    assert "HF_HUB_OFFLINE" in message[0] and "--weights FILE" in message[0]
+    result = offline_cli(["extract", "--model", "clip-vitb16", "-d", "csv", "--root", str(image_dataset), "-o",
+                          "labels=labels.csv", "-o", "dataset_name=toy", "--device", "cpu", "--workers", "0", "-q",
+                          "--store", str(tmp_path / "S")], tmp_path / "empty-hf-home", IQA_OPENCLIP_MODEL_CONFIGS=None)
+    message = the_error_line(result)
+    assert "timm/vit_base_patch16_clip_224.openai" in message
+    assert "HF_HUB_OFFLINE" in message and "--weights FILE" in message
     assert result.stdout == ""

@@ -89,15 +89,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def clip_env(tiny_clip_configs: Path):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IQA_OPENCLIP_MODEL_CONFIGS", str(tiny_clip_configs))
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        yield
-
-
-@pytest.fixture(scope="module")
-def big_dataset(clip_env, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def big_dataset(tiny_clip_env, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("big") / "data"
     _labels(root, write_images(root, BIG, size=(48, 64), seed=1))
     return root

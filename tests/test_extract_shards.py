@@ -43,15 +43,7 @@ DATASET_OPTIONS = {"labels": "labels.csv", "dataset_name": "toy"}
 
 
 @pytest.fixture(scope="module")
-def clip_env(tiny_clip_configs: Path):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IQA_OPENCLIP_MODEL_CONFIGS", str(tiny_clip_configs))
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        yield
-
-
-@pytest.fixture(scope="module")
-def dataset(clip_env, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def dataset(tiny_clip_env, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shards") / "data"
     names = write_images(root, N_IMAGES, size=(48, 64), seed=4)
     pd.DataFrame({"path": names, "mos": np.linspace(1, 5, N_IMAGES)}).to_csv(root / "labels.csv", index=False)

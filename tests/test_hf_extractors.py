@@ -9,10 +9,7 @@ preprocessor_config.json, never through the extractor classes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import PicklePayload
+from conftest import PicklePayload, offline_cli, the_error_line
 from iqa_store import api
 from iqa_store.cli import cli
 from iqa_store.datasets import load_manifest
@@ -229,18 +226,12 @@ def test_weights_that_do_not_fit(saved, toy, tmp_path: Path, monkeypatch: pytest
 
 def test_missing_weights_offline_names_what_to_download(image_dataset: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")}
-    env.pop("HF_HUB_CACHE", None)
-    cmd = [str(Path(sys.executable).parent / "iqa-store"), "extract", "-m", "align", "-d", "csv",
-           "--root", str(image_dataset), "-o", "labels=labels.csv", "-o", "dataset_name=toy", "--device", "cpu",
-           "--workers", "0", "-q", "--store", str(tmp_path / "S")]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    message = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(message) == 1, result.stderr
-    assert "kakaobrain/align-base" in message[0] and "HF_HUB_OFFLINE" in message[0]
-    assert "config.json" in message[0] and "--weights" in message[0]
+    result = offline_cli(["extract", "-m", "align", "-d", "csv", "--root", str(image_dataset), "-o", "labels=labels.csv",
+                          "-o", "dataset_name=toy", "--device", "cpu", "--workers", "0", "-q",
+                          "--store", str(tmp_path / "S")], tmp_path / "empty-hf-home")
+    message = the_error_line(result)
+    assert "kakaobrain/align-base" in message and "HF_HUB_OFFLINE" in message
+    assert "config.json" in message and "--weights" in message
     assert result.stdout == ""
 
     # the same for AltCLIP, in this process: an empty cache, offline

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import TINY_CLIP_ARCH, TINY_CLIP_RN_ARCH
+from conftest import TINY_CLIP_ARCH, TINY_CLIP_RN_ARCH, offline_cli
 from iqa_store.cli import cli
 from iqa_store.extractors import EXTRACTORS, create_extractor
 from iqa_store.extractors.embedder import crop_boxes
@@ -135,36 +134,31 @@ def _fake_hub_file(hf_home: Path, repo: str, filename: str) -> Path:
     return path
 
 
-def _cli_env(tiny_clip_configs: Path, hf_home: Path) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home), "IQA_OPENCLIP_MODEL_CONFIGS": str(tiny_clip_configs),
-            "OMP_NUM_THREADS": "1"}
-
-
 def test_hpsv2_weights_come_from_the_hugging_face_cache(tiny_clip: str, tiny_clip_configs: Path, image_dataset: Path,
                                                           tmp_path: Path) -> None:
-    exe = str(Path(sys.executable).parent / "iqa-store")
     args = ["extract", "-m", "hpsv2", "-d", "csv", "--root", str(image_dataset), "-o", "labels=labels.csv", "--device",
             "cpu", "--workers", "0", "-q", "--store", str(tmp_path / "S"), "--set", f"arch={TINY_CLIP_ARCH}",
             "--format", "json"]
     hf_home = tmp_path / "hf"
-    missing = subprocess.run([exe, *args], capture_output=True, text=True, timeout=240,
-                             env=_cli_env(tiny_clip_configs, hf_home))
+
+    def run(*cli_args: str) -> subprocess.CompletedProcess:
+        return offline_cli(list(cli_args), hf_home, IQA_OPENCLIP_MODEL_CONFIGS=str(tiny_clip_configs),
+                           OMP_NUM_THREADS="1")
+    missing = run(*args)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "xswu/HPSv2" in missing.stderr and "--weights FILE" in missing.stderr and "HF_HUB_OFFLINE" in missing.stderr
 
-    models = subprocess.run([exe, "models", "--format", "json"], capture_output=True, text=True, timeout=240,
-                            env=_cli_env(tiny_clip_configs, hf_home))
+    models = run("models", "--format", "json")
     assert {r["name"]: r["weights_present"] for r in json.loads(models.stdout)}["hpsv2"] is False
 
     state = _tiny_state(TINY_CLIP_ARCH, seed=2)
     torch.save({"state_dict": state}, _fake_hub_file(hf_home, "xswu/HPSv2", "HPS_v2.1_compressed.pt"))
-    models = subprocess.run([exe, "models", "--format", "json"], capture_output=True, text=True, timeout=240,
-                            env=_cli_env(tiny_clip_configs, hf_home))
+    models = run("models", "--format", "json")
     rows = {r["name"]: r for r in json.loads(models.stdout)}
     assert rows["hpsv2"]["weights_present"] is True and rows["hpsv2"]["dim"] == 1024
     assert set(PUBLISHED) <= set(rows) and all(rows[m]["dim"] == PUBLISHED[m][0] for m in PUBLISHED)
 
-    done = subprocess.run([exe, *args], capture_output=True, text=True, timeout=240, env=_cli_env(tiny_clip_configs, hf_home))
+    done = run(*args)
     assert done.returncode == 0, done.stderr
     stored = FeatureStore(tmp_path / "S").get(json.loads(done.stdout)["feature_set"]).read()
     preprocess = _open_clip().image_transform(224, is_train=False)
