@@ -73,6 +73,41 @@ def the_error_line(result: subprocess.CompletedProcess) -> str:
     return message[0]
 
 
+def start_together(commands: list[list[str]], gate) -> list[subprocess.Popen]:
+    """Start CLI processes while ``gate`` (an exclusive store writer lock) is held, wait until each
+    one is blocked on it, then release it: the processes get going at the same moment, whatever
+    their start-up times. Only the timing depends on this."""
+    import time
+    assert gate.__enter__()
+    try:
+        procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for command in commands]
+        deadline = time.monotonic() + 120
+        while _flock_waiters() < {proc.pid for proc in procs} and time.monotonic() < deadline:
+            assert all(proc.poll() is None for proc in procs)
+            time.sleep(0.05)
+    finally:
+        gate.__exit__(None, None, None)
+    return procs
+
+
+def _flock_waiters() -> set[int]:
+    """Pids blocked waiting for a flock (Linux /proc/locks lines with '->')."""
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return set()
+    return {int(line.split("->", 1)[1].split()[3]) for line in lines if "->" in line and "FLOCK" in line}
+
+
+def assert_pickle_refused(result: Result, marker: Path) -> None:
+    """A CLI run given a checkpoint with a pickled payload: refused in one line, payload never run."""
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: refusing to load") and "weights_only=True" in result.stderr
+    assert "Traceback" not in result.output
+    assert not marker.exists()
+
+
 def write_images(folder: Path, count: int, size: tuple[int, int] = (96, 128), seed: int = 0) -> list[str]:
     """Smooth random colour images with texture (no flat regions), saved as JPEG."""
     rng = np.random.default_rng(seed)

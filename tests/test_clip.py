@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import PicklePayload, offline_cli, the_error_line
+from conftest import PicklePayload, assert_pickle_refused, offline_cli, the_error_line
 from iqa_store.cli import cli
 from iqa_store.datasets import load_manifest
 from iqa_store.extract import extract
@@ -119,10 +119,7 @@ def test_pickle_checkpoint_is_refused(tiny_clip: str, image_dataset: Path, tmp_p
     result = CliRunner().invoke(cli, ["extract", "-m", tiny_clip, "-d", "csv", "--root", str(image_dataset),
                                       "-o", "labels=labels.csv", "-o", "dataset_name=toy", "--device", "cpu",
                                       "--workers", "0", "-q", "--weights", str(bad), "--store", str(tmp_path / "S")])
-    assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("error: refusing to load") and "weights_only=True" in result.stderr
-    assert "Traceback" not in result.output
-    assert not marker.exists()
+    assert_pickle_refused(result, marker)
 
 
 def test_weights_that_do_not_fit_the_architecture(tiny_clip: str, toy, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import write_images
+from conftest import start_together, write_images
 from iqa_store.datasets import load_manifest
 from iqa_store.extract import extract
 from iqa_store.extractors import RunOptions, create_extractor
@@ -176,17 +176,8 @@ def test_two_processes_on_one_set(big_dataset: Path, big_reference: np.ndarray, 
     fs = _precreate(store, big_dataset)
     # Hold the set exclusively (as `rm` would) so both processes line up on the writer lock after
     # their slow start-up, then let them go together. Only the timing depends on this.
-    gate = FeatureStore(store).writer_lock(fs, exclusive=True)
-    assert gate.__enter__()
-    try:
-        procs = [subprocess.Popen([CLI, *_cli_args(big_dataset, store, "--format", "json")], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        deadline = time.monotonic() + 120
-        while _flock_waiters() < {proc.pid for proc in procs} and time.monotonic() < deadline:
-            assert all(proc.poll() is None for proc in procs)
-            time.sleep(0.05)
-    finally:
-        gate.__exit__(None, None, None)
+    procs = start_together([[CLI, *_cli_args(big_dataset, store, "--format", "json")]] * 2,
+                           FeatureStore(store).writer_lock(fs, exclusive=True))
     outputs = [proc.communicate(timeout=300) for proc in procs]
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err
@@ -210,15 +201,6 @@ def test_two_processes_on_one_set(big_dataset: Path, big_reference: np.ndarray, 
     assert np.array_equal(final.read(), big_reference)
     assert not list(fs.path.rglob(".*.tmp"))
     print(f"chunks per writer: {by_writer}")  # both usually contribute; not asserted (timing)
-
-
-def _flock_waiters() -> set[int]:
-    """Pids blocked waiting for a flock (Linux /proc/locks lines with '->')."""
-    try:
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return set()
-    return {int(line.split("->", 1)[1].split()[3]) for line in lines if "->" in line and "FLOCK" in line}
 
 
 @pytest.fixture()

@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from conftest import one_line_error, write_images
+from conftest import one_line_error, start_together, write_images
 from iqa_store import api
 from iqa_store.datasets import load_manifest
 from iqa_store.extract import _Images, extract
@@ -189,17 +187,8 @@ def test_two_shard_processes_through_the_cli(tiny_clip: str, dataset: Path, refe
     assert created and fs.n_chunks == N_CHUNKS
     # Hold the set exclusively (as `rm` would) until both processes wait on its writer lock, then
     # let them go together: both then hold the (shared) writer lock at the same time.
-    gate = FeatureStore(store).writer_lock(fs, exclusive=True)
-    assert gate.__enter__()
-    try:
-        procs = [subprocess.Popen([CLI, *_cli_args(dataset, store, "--shard", f"{i}/2")], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for i in range(2)]
-        deadline = time.monotonic() + 120
-        while _flock_waiters() < {proc.pid for proc in procs} and time.monotonic() < deadline:
-            assert all(proc.poll() is None for proc in procs)
-            time.sleep(0.05)
-    finally:
-        gate.__exit__(None, None, None)
+    procs = start_together([[CLI, *_cli_args(dataset, store, "--shard", f"{i}/2")] for i in range(2)],
+                           FeatureStore(store).writer_lock(fs, exclusive=True))
     outputs = [proc.communicate(timeout=300) for proc in procs]
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err
@@ -214,15 +203,6 @@ def test_two_shard_processes_through_the_cli(tiny_clip: str, dataset: Path, refe
     assert final.is_complete and np.array_equal(final.read(), reference)
     for k in range(N_CHUNKS):  # chunk k committed by the process of shard k % 2
         assert read_json(fs.path / "chunks" / f"{k}.json")["writer"] == f"{socket.gethostname()} {procs[k % 2].pid}"
-
-
-def _flock_waiters() -> set[int]:
-    """Pids blocked waiting for a flock (Linux /proc/locks lines with '->')."""
-    try:
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return set()
-    return {int(line.split("->", 1)[1].split()[3]) for line in lines if "->" in line and "FLOCK" in line}
 
 
 @pytest.mark.parametrize("extra, expected", [

@@ -19,7 +19,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import PicklePayload, offline_cli, the_error_line
+from conftest import PicklePayload, assert_pickle_refused, offline_cli, the_error_line
 from iqa_store import api
 from iqa_store.cli import cli
 from iqa_store.datasets import load_manifest
@@ -193,10 +193,7 @@ def test_pickle_payload_is_refused(saved, image_dataset: Path, tmp_path: Path) -
     result = CliRunner().invoke(cli, ["extract", "-m", "align", "-d", "csv", "--root", str(image_dataset),
                                       "-o", "labels=labels.csv", "-o", "dataset_name=toy", "--device", "cpu",
                                       "--workers", "0", "-q", "--weights", str(bad), "--store", str(tmp_path / "S")])
-    assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("error: refusing to load") and "weights_only=True" in result.stderr
-    assert "Traceback" not in result.output
-    assert not marker.exists()
+    assert_pickle_refused(result, marker)
 
 
 def test_weights_that_do_not_fit(saved, toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
