@@ -37,6 +37,9 @@ class ContrastiveModel(nn.Module):
     def __init__(self, backbone: str, head_hidden: int | None, head_dim: int, queue_size: int, momentum: float,
                  temperature: float, batch_negatives: bool) -> None:
         super().__init__()
+        if queue_size < 0 or (queue_size == 0 and not batch_negatives):
+            raise ValueError(f"queue_size must be positive{' or 0 (in-batch negatives only)' if batch_negatives else ''}, "
+                             f"got {queue_size}")
         self.query = Encoder(backbone, head_hidden, head_dim)
         self.key = copy.deepcopy(self.query)
         for parameter in self.key.parameters():
@@ -82,6 +85,8 @@ class ContrastiveModel(nn.Module):
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
         size, count = self.queue.shape[0], keys.shape[0]
+        if size == 0:
+            return
         start = int(self.queue_ptr)
         index = (torch.arange(count, device=keys.device) + start) % size
         self.queue[index[-size:]] = keys[-size:]

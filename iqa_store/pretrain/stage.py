@@ -44,7 +44,7 @@ class Stage(ABC):
     backbone: str = option("resnet50", "encoder network (iqa_store.pretrain.BACKBONES)")
     head_hidden: int = option(0, "hidden width of the MLP projection head; 0 = the backbone's feature width")
     head_dim: int = option(128, "output width of the projection head")
-    queue_size: int = option(65536, "negatives kept in the MoCo queue")
+    queue_size: int = option(65536, "negatives kept in the MoCo queue (0: the batch's own keys only, stages with in-batch negatives)")
     momentum: float = option(0.999, "key encoder momentum m in theta_k <- m theta_k + (1 - m) theta_q")
     temperature: float = option(0.2, "InfoNCE temperature tau")
 
