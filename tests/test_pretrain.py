@@ -19,7 +19,9 @@ from iqa_store.cli import cli
 from iqa_store.pretrain import STAGES, pretrain
 from iqa_store.pretrain.crops import min_side, ola_pair
 from iqa_store.pretrain.moco import ContrastiveModel, Encoder
-from iqa_store.pretrain.reiqa import ContentStage, QualityStage, half_swap
+from iqa_store.distortions import apply as distort
+from iqa_store.distortions import get_bank
+from iqa_store.pretrain.reiqa import ContentStage, QualityStage, distort_window, half_swap
 from iqa_store.pretrain.trainer import learning_rate
 from iqa_store.store import FeatureStore, get_encoder, list_encoders
 from tests.conftest import write_images
@@ -93,6 +95,28 @@ def test_quality_views_shapes_determinism_and_pristine_overlap() -> None:
     assert 0.1 - 0.02 <= overlap <= 0.3 + 0.02  # +-1 pixel from decoding the coordinates
 
 
+def test_whole_image_budgets_are_spent_on_the_whole_image_not_the_window() -> None:
+    """color_block pastes ten 32 px squares per image at level 5: a 64 px window of a 512 px image
+    is covered about as often as any other part (1 - (1 - 32**2 / 481**2) ** 10 = 4 %), not by
+    all ten squares, which is what distorting the cut-out would do."""
+    image = torch.full((3, 512, 512), 0.5)
+    window = (slice(None), slice(224, 288), slice(224, 288))
+    covered, covered_if_cut = [], []
+    for seed in range(20):
+        out = distort_window(image, window, "reiqa", "color_block", 5, torch.Generator().manual_seed(seed))
+        assert torch.equal(out, distort(image, "reiqa", "color_block", 5, torch.Generator().manual_seed(seed))[window])
+        covered.append(float((out != 0.5).any(0).float().mean()))
+        cut = distort(image[window], "reiqa", "color_block", 5, torch.Generator().manual_seed(seed))
+        covered_if_cut.append(float((cut != 0.5).any(0).float().mean()))
+    expected = 1 - (1 - 32 ** 2 / 481 ** 2) ** 10
+    assert abs(np.mean(covered) - expected) < 0.05 and np.mean(covered_if_cut) > 0.5
+    # a type without a whole-image budget is applied to the window alone
+    blurred = distort_window(image, window, "reiqa", "gaussian_blur", 3, torch.Generator().manual_seed(0))
+    assert torch.equal(blurred, distort(image[window], "reiqa", "gaussian_blur", 3, torch.Generator().manual_seed(0)))
+    assert {e.type for bank in ("reiqa", "kadid24") for e in get_bank(bank).entries if e.per_image} == {
+        "color_block", "non_eccentricity", "jpeg2000"}
+
+
 def test_half_swap_exchanges_exactly_half_of_the_pairs() -> None:
     first, second = torch.arange(12.0).reshape(12, 1), -torch.arange(12.0).reshape(12, 1)
     a, b = half_swap(first.clone(), second.clone(), torch.Generator().manual_seed(3))
@@ -117,9 +141,9 @@ def _model(batch_negatives: bool, queue: int = 16) -> ContrastiveModel:
     return ContrastiveModel("resnet-tiny", 32, 8, queue, 0.9, 0.2, batch_negatives)
 
 
-@pytest.mark.parametrize("batch_negatives", [False, True])
-def test_infonce_loss_matches_a_direct_computation(batch_negatives: bool) -> None:
-    model = _model(batch_negatives).train()
+@pytest.mark.parametrize(("batch_negatives", "queue"), [(False, 16), (True, 16), (True, 0)])
+def test_infonce_loss_matches_a_direct_computation(batch_negatives: bool, queue: int) -> None:
+    model = _model(batch_negatives, queue).train()
     queue_before = model.queue.clone()
     images_q, images_k = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
     key_state = {k: v.clone() for k, v in model.key.state_dict().items()}
@@ -140,8 +164,15 @@ def test_infonce_loss_matches_a_direct_computation(batch_negatives: bool) -> Non
         logits = np.array(logits + list(negatives @ q[i])) / 0.2
         expected.append(-(logits[0] - np.log(np.exp(logits).sum())))
     assert float(loss.detach()) == pytest.approx(np.mean(expected), rel=1e-5)
-    assert torch.allclose(model.queue[:4].double(), torch.from_numpy(k), atol=1e-5)  # keys were enqueued
-    assert int(model.queue_ptr) == 4
+    if queue:
+        assert torch.allclose(model.queue[:4].double(), torch.from_numpy(k), atol=1e-5)  # keys were enqueued
+    assert int(model.queue_ptr) == min(queue, 4)
+
+
+@pytest.mark.parametrize(("batch_negatives", "queue"), [(False, 0), (True, -1)])
+def test_a_queue_that_leaves_no_negatives_is_refused(batch_negatives: bool, queue: int) -> None:
+    with pytest.raises(ValueError, match="queue_size must be positive"):
+        _model(batch_negatives, queue)
 
 
 def test_queue_is_a_ring_buffer() -> None:

@@ -33,6 +33,9 @@ class TypeParameters:
     ``reference_values[bank]``: the reference code's order, only where we reordered.
     ``ties``: pairs of adjacent levels whose values are equally strong (mirror images such as
     +0.08 and -0.08); their order is a convention: the brighter / higher-contrast one first.
+    ``per_image``: the value is a budget for the whole image (blocks pasted, patches moved, a
+    compression ratio that includes the codestream's fixed overhead), so the same value on a
+    smaller image is a stronger distortion; apply such a type to the whole image, not a cut-out.
     """
 
     type: str
@@ -43,6 +46,7 @@ class TypeParameters:
     reference_values: Mapping[str, tuple[float, ...]] = field(default_factory=_frozen)
     ties: tuple[tuple[int, int], ...] = ()
     note: str = ""
+    per_image: bool = False
 
     def __post_init__(self) -> None:
         for low, high in self.ties:
@@ -58,7 +62,7 @@ class TypeParameters:
 def _row(type: str, group: str, parameter: str, *, reiqa=None, kadid24=None, both=None,
          options: Mapping[str, Mapping[str, Any]] | None = None,
          reference_values: Mapping[str, tuple[float, ...]] | None = None,
-         ties: tuple[tuple[int, int], ...] = (), note: str = "") -> TypeParameters:
+         ties: tuple[tuple[int, int], ...] = (), note: str = "", per_image: bool = False) -> TypeParameters:
     values = {}
     if both is not None:
         values = {"reiqa": tuple(both), "kadid24": tuple(both)}
@@ -68,7 +72,7 @@ def _row(type: str, group: str, parameter: str, *, reiqa=None, kadid24=None, bot
         values["kadid24"] = tuple(kadid24)
     return TypeParameters(type, group, parameter, _frozen(values),
                           _frozen({bank: _frozen(o) for bank, o in (options or {}).items()}),
-                          _frozen(reference_values), tuple(ties), note)
+                          _frozen(reference_values), tuple(ties), note, per_image)
 
 
 _SEVERITY_ORDER_NOTE = ("reordered by measured severity (PSNR against the pristine image falls with the level "
@@ -92,7 +96,7 @@ PARAMETERS: Mapping[str, TypeParameters] = MappingProxyType({row.type: row for r
     _row("color_saturation_lab", "color", "Lab a*b* factor", both=(1, 2, 3, 6, 9)),
     # compression
     _row("jpeg", "compression", "JPEG quality", reiqa=(70, 43, 36, 24, 7), kadid24=(43, 36, 24, 7, 4)),
-    _row("jpeg2000", "compression", "compression ratio", kadid24=(16, 32, 45, 120, 170)),
+    _row("jpeg2000", "compression", "compression ratio", kadid24=(16, 32, 45, 120, 170), per_image=True),
     # noise
     _row("white_noise", "noise", "variance", both=(0.001, 0.002, 0.003, 0.005, 0.01)),
     _row("white_noise_ycbcr", "noise", "variance", both=(1e-4, 5e-4, 1e-3, 2e-3, 3e-3)),
@@ -108,11 +112,11 @@ PARAMETERS: Mapping[str, TypeParameters] = MappingProxyType({row.type: row for r
          note=_SEVERITY_ORDER_NOTE),
     # spatial
     _row("jitter", "spatial", "offset std (px)", both=(0.05, 0.1, 0.2, 0.5, 1)),
-    _row("non_eccentricity", "spatial", "16x16 patches moved", both=(20, 40, 60, 80, 100)),
+    _row("non_eccentricity", "spatial", "16x16 patches moved", both=(20, 40, 60, 80, 100), per_image=True),
     _row("pixelate", "spatial", "strength s (scale 0.95 - s**0.6)", both=(0.01, 0.05, 0.1, 0.2, 0.5)),
     _row("quantization", "spatial", "levels", kadid24=(20, 16, 13, 10, 7),
          note="uniform bins with centre values, not KADID's multi-level Otsu thresholds"),
-    _row("color_block", "spatial", "32x32 blocks", both=(2, 4, 6, 8, 10)),
+    _row("color_block", "spatial", "32x32 blocks", both=(2, 4, 6, 8, 10), per_image=True),
     # sharpness and contrast
     _row("high_sharpen", "sharpness_contrast", "unsharp amount on L*", both=(1, 2, 3, 6, 12)),
     _row("linear_contrast", "sharpness_contrast", "curve amount", both=(0, -0.4, 0.15, -0.6, 0.3), ties=((1, 2),),
@@ -139,6 +143,7 @@ class BankEntry:
     options: Mapping[str, Any] = field(default_factory=_frozen)
     reference_values: tuple[float, ...] | None = None
     ties: tuple[tuple[int, int], ...] = ()
+    per_image: bool = False  # see TypeParameters
 
     def value(self, level: int) -> float:
         return self.values[check_level(level) - 1]
@@ -195,7 +200,7 @@ def check_level(level: int) -> int:
 def build_bank(name: str, description: str) -> Bank:
     entries = tuple(
         BankEntry(row.type, row.group, row.parameter, tuple(row.values[name]), row.options.get(name, _frozen()),
-                  row.reference_values.get(name), row.ties)
+                  row.reference_values.get(name), row.ties, row.per_image)
         for row in PARAMETERS.values() if name in row.values
     )
     return Bank(name, description, entries)

@@ -17,7 +17,9 @@ Quality (sections 3.2, 4.3): for each source image, at full and at half scale,
 
 Distortions are applied to the region covering the two crops (plus a margin), not the whole
 image: the crops see the same pixels either way except where a filter reaches past the margin,
-and the cost no longer grows with the image size. Images whose shorter side is too small for a
+and the cost no longer grows with the image size. Types whose value is a budget for the whole
+image (``per_image`` in the bank: blocks pasted, patches moved) are applied to the whole image
+and then cut, or a small region would get all of the image's blocks. Images whose shorter side is too small for a
 crop pair at half scale are first upscaled (bicubic) to the smallest size that fits.
 """
 
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from iqa_store.distortions import apply as distort
+from iqa_store.distortions import get_bank
 from iqa_store.distortions import sample_distinct
 from iqa_store.distortions._random import uniform
 from iqa_store.pretrain.backbones import IMAGENET_MEAN, IMAGENET_STD
@@ -103,11 +106,20 @@ class QualityStage(Stage):
     def _chunk_pairs(self, image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         first, second = ola_pair(image.shape[-2], image.shape[-1], self.patch, (self.ola_min, self.ola_max), generator)
         top, left, height, width = context_region(first, second, image.shape[-2], image.shape[-1])
-        region = image[:, top:top + height, left:left + width]
-        versions = [region] + [distort(region, self.bank, kind, level, generator)
-                               for kind, level in sample_distinct(self.bank, self.n_aug, generator)]
+        window = (slice(None), slice(top, top + height), slice(left, left + width))
+        versions = [image[window]] + [distort_window(image, window, self.bank, kind, level, generator)
+                                      for kind, level in sample_distinct(self.bank, self.n_aug, generator)]
         chunk = torch.stack(versions)
         return half_swap(_cut(chunk, first, top, left), _cut(chunk, second, top, left), generator)
+
+
+def distort_window(image: torch.Tensor, window: tuple[slice, slice, slice], bank: str, kind: str, level: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """``image[window]`` distorted as if the whole image had been: only the window is distorted,
+    except for types whose value is a budget for the whole image (``per_image``), which are."""
+    if get_bank(bank).entry(kind).per_image:
+        return distort(image, bank, kind, level, generator)[window]
+    return distort(image[window], bank, kind, level, generator)
 
 
 def half_swap(first: torch.Tensor, second: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
