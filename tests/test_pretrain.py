@@ -95,6 +95,27 @@ def test_quality_views_shapes_determinism_and_pristine_overlap() -> None:
     assert 0.1 - 0.02 <= overlap <= 0.3 + 0.02  # +-1 pixel from decoding the coordinates
 
 
+def test_half_scale_chunk_is_the_distorted_image_downscaled() -> None:
+    """As the released code makes it: distort the whole image, downscale it (antialiased bicubic,
+    as extraction's half scale), then crop; our chunk distorts only a region and must give the
+    same crops."""
+    stage = QualityStage(**{**TINY, "n_aug": 2})
+    smooth = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 208, 272, generator=torch.Generator().manual_seed(0)),
+                                            5, stride=1, padding=2)[0]
+    draws = [("gaussian_blur", 5), ("mean_shift", 5)]  # deterministic types: no noise to redraw
+    generator = torch.Generator().manual_seed(3)
+    replay = torch.Generator()
+    replay.set_state(generator.get_state())
+    queries, keys = stage._chunk_pairs(smooth, 2, draws, generator)
+    boxes = ola_pair(104, 136, 32, (0.1, 0.3), replay)
+    for row, version in enumerate([smooth] + [distort(smooth, "reiqa", kind, level) for kind, level in draws]):
+        half = torch.nn.functional.interpolate(version[None], size=[104, 136], mode="bicubic", antialias=True,
+                                               align_corners=False)[0].clamp(0, 1)
+        expected = [half[:, box.top:box.top + 32, box.left:box.left + 32] for box in boxes]
+        got = sorted([queries[row], keys[row]], key=lambda crop: not torch.allclose(crop, expected[0], atol=1e-5))
+        assert torch.allclose(got[0], expected[0], atol=1e-5) and torch.allclose(got[1], expected[1], atol=1e-5)
+
+
 def test_whole_image_budgets_are_spent_on_the_whole_image_not_the_window() -> None:
     """color_block pastes ten 32 px squares per image at level 5: a 64 px window of a 512 px image
     is covered about as often as any other part (1 - (1 - 32**2 / 481**2) ** 10 = 4 %), not by

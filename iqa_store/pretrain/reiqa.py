@@ -4,23 +4,27 @@ Content (section 3.1): plain MoCo-v2, two independently augmented crops of an im
 positive pair; augmentations of MoCo-v2 (random resized crop 0.2-1, colour jitter 0.4/0.4/0.4/0.1
 with p 0.8, grey p 0.2, Gaussian blur sigma 0.1-2 with p 0.5, flip), ImageNet normalisation.
 
-Quality (sections 3.2, 4.3): for each source image, at full and at half scale,
+Quality (sections 3.2, 4.3): for each source image,
 
-1. a chunk: the image and ``n_aug`` distorted versions (distinct types of the Re-IQA bank,
-   random levels);
-2. two overlap-area (OLA) crops of ``patch`` pixels whose overlap is within ``ola`` bounds, at
-   the same place in every image of the chunk;
+1. ``n_aug`` distortions (distinct types of the Re-IQA bank, random levels); a chunk is the
+   image and its ``n_aug`` distorted versions, at full scale and at half scale, where the half
+   scale chunk is the distorted images downscaled, as the released code (avinabsaha/ReIQA,
+   ``datasets/dataset.py``) makes it and as extraction sees a distorted image at half scale;
+2. per scale, two overlap-area (OLA) crops of ``patch`` pixels whose overlap is within
+   ``ola`` bounds, at the same place in every image of the chunk;
 3. pair ``a`` = (crop 1 of version a, crop 2 of version a) is positive; in half of the pairs
    query and key are swapped (intra-pair half swap), so the keys of one step hold both crops
    and the same crop differently distorted is a negative (hypothesis H3). Those in-batch
    negatives are why this stage contrasts against the batch's keys as well as the queue.
 
-Distortions are applied to the region covering the two crops (plus a margin), not the whole
-image: the crops see the same pixels either way except where a filter reaches past the margin,
-and the cost no longer grows with the image size. Types whose value is a budget for the whole
-image (``per_image`` in the bank: blocks pasted, patches moved) are applied to the whole image
-and then cut, or a small region would get all of the image's blocks. Images whose shorter side is too small for a
-crop pair at half scale are first upscaled (bicubic) to the smallest size that fits.
+Distortions are applied to the full-resolution region under the two crops (plus a margin),
+not the whole image: the crops see the same pixels either way except where a filter reaches
+past the margin, and the cost no longer grows with the image size. Types whose value is a
+budget for the whole image (``per_image`` in the bank: blocks pasted, patches moved) are
+applied to the whole image and then cut, or a small region would get all of the image's
+blocks. Each scale distorts its own region with the same draws (a noise pattern is drawn
+again, its strength is the same). Images whose shorter side is too small for a crop pair at
+half scale are first upscaled (bicubic) to the smallest size that fits.
 """
 
 from __future__ import annotations
@@ -95,21 +99,22 @@ class QualityStage(Stage):
 
     def views(self, image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         image = _upscale_to(image, min_side(self.patch) * 2 ** (self.scales - 1))
-        queries, keys = [], []
-        for scale in range(self.scales):
-            scaled = image if scale == 0 else _half(image)
-            q, k = self._chunk_pairs(scaled, generator)
-            queries.append(q)
-            keys.append(k)
-        return torch.cat(queries), torch.cat(keys)
+        distortions = sample_distinct(self.bank, self.n_aug, generator)
+        pairs = [self._chunk_pairs(image, 2 ** scale, distortions, generator) for scale in range(self.scales)]
+        return torch.cat([q for q, _ in pairs]), torch.cat([k for _, k in pairs])
 
-    def _chunk_pairs(self, image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        first, second = ola_pair(image.shape[-2], image.shape[-1], self.patch, (self.ola_min, self.ola_max), generator)
-        top, left, height, width = context_region(first, second, image.shape[-2], image.shape[-1])
-        window = (slice(None), slice(top, top + height), slice(left, left + width))
-        versions = [image[window]] + [distort_window(image, window, self.bank, kind, level, generator)
-                                      for kind, level in sample_distinct(self.bank, self.n_aug, generator)]
-        chunk = torch.stack(versions)
+    def _chunk_pairs(self, image: torch.Tensor, factor: int, distortions: list[tuple[str, int]],
+                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The crop pairs of the chunk at 1 / ``factor`` scale: distorted at full resolution, then downscaled."""
+        height, width = image.shape[-2] // factor, image.shape[-1] // factor
+        first, second = ola_pair(height, width, self.patch, (self.ola_min, self.ola_max), generator)
+        top, left, region_height, region_width = context_region(first, second, height, width)
+        window = (slice(None), slice(top * factor, (top + region_height) * factor),
+                  slice(left * factor, (left + region_width) * factor))
+        chunk = torch.stack([image[window]] + [distort_window(image, window, self.bank, kind, level, generator)
+                                               for kind, level in distortions])
+        if factor > 1:
+            chunk = _downscale(chunk, (region_height, region_width))
         return half_swap(_cut(chunk, first, top, left), _cut(chunk, second, top, left), generator)
 
 
@@ -133,9 +138,9 @@ def _cut(chunk: torch.Tensor, box: Box, top: int, left: int) -> torch.Tensor:
     return chunk[:, :, box.top - top:box.top - top + box.size, box.left - left:box.left - left + box.size].clone()
 
 
-def _half(image: torch.Tensor) -> torch.Tensor:
-    size = [image.shape[-2] // 2, image.shape[-1] // 2]
-    return F.interpolate(image[None], size=size, mode="bicubic", antialias=True, align_corners=False)[0].clamp(0, 1)
+def _downscale(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bicubic, as extraction's half scale (Pillow's bicubic resize)."""
+    return F.interpolate(images, size=list(size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
 def _upscale_to(image: torch.Tensor, shorter_side: int) -> torch.Tensor:
