@@ -38,8 +38,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from iqa_store.distortions import apply as distort
-from iqa_store.distortions import get_bank
-from iqa_store.distortions import sample_distinct
+from iqa_store.distortions import get_bank, sample_distinct
 from iqa_store.distortions._random import uniform
 from iqa_store.pretrain.backbones import IMAGENET_MEAN, IMAGENET_STD
 from iqa_store.pretrain.crops import Box, context_region, min_side, ola_pair
