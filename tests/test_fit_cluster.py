@@ -90,3 +90,34 @@ def test_killed_worker_still_gives_a_complete_table(executor: DaskExecutor, grid
     assert len(stored) == len(in_process.table)
     assert not stored.duplicated(["combination", "regressor", "split"]).any()
     executor.client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
+
+
+def kill_every_worker(executor: DaskExecutor, results: Path, killed: list[int]) -> None:
+    """Once the first task's rows are on disk, SIGKILL all workers: every copy of the shared
+    matrix is gone, so the tasks that need it are cancelled rather than rerun."""
+    pids = executor.client.run(os.getpid)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if results.exists() and len(results.read_text().splitlines()) > 1:
+            for pid in pids.values():
+                os.kill(pid, signal.SIGKILL)
+            killed += pids.values()
+            return
+        time.sleep(0.01)
+
+
+def test_losing_every_copy_of_the_shared_matrix_still_gives_a_complete_table(
+        executor: DaskExecutor, grid_args: tuple, in_process: GridResult, tmp_path: Path) -> None:
+    killed: list[int] = []
+    killer = threading.Thread(target=kill_every_worker, args=(executor, tmp_path / "results.csv", killed))
+    killer.start()
+    with RunLog(tmp_path, {"grid": "toy"}) as log:
+        result = fit_grid(*grid_args, dataset="toy", protocol="p", progress=False, executor=executor, log=log)
+    killer.join()
+    assert len(killed) == 2, "the grid finished before the workers could be killed"
+    assert not set(killed) & set(executor.client.run(os.getpid).values())
+    assert_same(result, in_process)
+    stored = pd.read_csv(tmp_path / "results.csv")
+    assert len(stored) == len(in_process.table)
+    assert not stored.duplicated(["combination", "regressor", "split"]).any()
+    executor.client.wait_for_workers(2, timeout=60)

@@ -1,4 +1,4 @@
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -11,6 +11,7 @@ from sklearn.preprocessing import StandardScaler
 from iqa_store.fit.cells import Cell, FeatureMatrix
 from iqa_store.fit.grid import TABLE_COLUMNS, fit_grid, list_cells
 from iqa_store.fit.regressors import RidgeRegressor
+from iqa_store.fit.results import RunLog
 from iqa_store.fit.splits import ProtocolSpec, make_splits
 
 N = 200
@@ -112,6 +113,42 @@ def test_executor_gives_the_same_table(data, capsys):
     pd.testing.assert_frame_equal(serial.table, processes.table)
     for a, b in zip(serial.predictions, processes.predictions):
         np.testing.assert_array_equal(a.y_pred, b.y_pred)
+
+
+class LosingPool(ThreadPoolExecutor):
+    """Cancels every task that uses one of its first ``losses`` shares, as Dask does with the
+    tasks whose scattered data died with its workers."""
+
+    def __init__(self, losses: int) -> None:
+        super().__init__(max_workers=2)
+        self.losses = losses
+        self.shares: list[object] = []
+
+    def share(self, value):
+        self.shares.append(box := [value])
+        return box
+
+    def submit(self, fn, task, box):
+        if len(self.shares) <= self.losses:
+            future = Future()
+            future.cancel()
+            future.set_running_or_notify_cancel()  # as Dask's executor does, so waiters wake up
+            return future
+        return super().submit(fn, task, box[0])
+
+
+def test_tasks_cancelled_with_their_shared_data_run_again(data, tmp_path):
+    features, mos = data
+    splits = make_splits(ProtocolSpec("random-80-20", n_splits=3), N)
+    args = (features, ["a", "a+b"], mos, splits, ["ridge"])
+    serial = fit_grid(*args, dataset="toy", protocol="p", progress=False)
+    with LosingPool(losses=2) as pool:
+        again = fit_grid(*args, dataset="toy", protocol="p", progress=False, executor=pool)
+    assert len(pool.shares) == 3
+    pd.testing.assert_frame_equal(serial.table, again.table)
+    with LosingPool(losses=3) as pool, RunLog(tmp_path, {"grid": "toy"}) as log:
+        with pytest.raises(RuntimeError, match=r"cancelled \d+ grid task\(s\) 3 times"):
+            fit_grid(*args, dataset="toy", protocol="p", progress=False, executor=pool, log=log)
 
 
 def test_keep_predictions_false(data):

@@ -2,12 +2,15 @@
 
 ``DaskExecutor`` is a ``concurrent.futures.Executor`` with the three extras the grid uses
 (see ``grid``): ``share`` scatters the feature matrix to every worker once (a worker keeps one
-copy, and a restarted worker fetches it from a peer), ``parallelism`` is the cluster's thread
-count, and ``blas_threads`` is what each task sets with threadpoolctl.
+copy, and fetches it from a peer that still has it when it starts later), ``parallelism`` is
+the cluster's thread count, and ``blas_threads`` is what each task sets with threadpoolctl.
 
 A worker that dies mid-task (killed, out of memory) is noticed by the scheduler, which runs
-its tasks again elsewhere (up to ``distributed.scheduler.allowed-failures`` times); results
-reach the grid only from tasks that finished, so the table gets each cell once.
+its tasks again elsewhere (up to ``distributed.scheduler.allowed-failures`` times). Scattered
+data cannot be recomputed, and Dask's active memory manager drops copies nobody waits on, so
+a dead worker can take the last copy with it: the scheduler then cancels the tasks that need
+it, and the grid scatters it again and resubmits them. Results reach the grid only from tasks
+that finished, so the table gets each cell once.
 """
 
 from __future__ import annotations

@@ -189,18 +189,44 @@ def _templates(regressors: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
     return templates
 
 
+_SHARE_ATTEMPTS = 3
+
+
 def _run_tasks(tasks: list[GridTask], data: GridData,
                executor: concurrent.futures.Executor | None) -> Iterator[list[CellResult]]:
-    """Each task's results as it finishes (in order when run here)."""
+    """Each task's results as it finishes (in order when run here).
+
+    An executor cancels the tasks whose shared data it lost (Dask: every worker holding the
+    scattered matrix died; its memory manager keeps one copy once few tasks still wait on it),
+    so those tasks are submitted again with the data shared again, a bounded number of times.
+    """
     if executor is None:
         for task in tasks:
             yield run_task(task, data)
         return
-    shared = executor.share(data) if hasattr(executor, "share") else data
-    futures = [executor.submit(run_task, task, shared) for task in tasks]
+    share = getattr(executor, "share", lambda value: value)
+    todo = tasks
+    for _ in range(_SHARE_ATTEMPTS):
+        cancelled: list[GridTask] = []
+        yield from _submit_and_collect(todo, share(data), executor, cancelled)
+        if not cancelled:
+            return
+        todo = cancelled
+    raise RuntimeError(f"the executor cancelled {len(todo)} grid task(s) {_SHARE_ATTEMPTS} times in a row "
+                       "(its workers keep dying or losing the shared feature matrix); cells already "
+                       "finished are kept in the run's table")
+
+
+def _submit_and_collect(tasks: list[GridTask], shared: Any, executor: concurrent.futures.Executor,
+                        cancelled: list[GridTask]) -> Iterator[list[CellResult]]:
+    """Results of the tasks that finish; the tasks the executor cancelled go to ``cancelled``."""
+    futures = {executor.submit(run_task, task, shared): task for task in tasks}
     try:
         for future in concurrent.futures.as_completed(futures):
-            yield future.result()
+            try:
+                yield future.result()
+            except concurrent.futures.CancelledError:
+                cancelled.append(futures[future])
     finally:
         for future in futures:  # after an error, do not leave the rest running
             future.cancel()
