@@ -1,5 +1,6 @@
-"""The fit grid on a real Dask LocalCluster: same numbers as in process, and a worker killed
-mid-run (SIGKILL to its process) still leaves a complete table with each cell once."""
+"""The fit grid on a real Dask LocalCluster: same numbers as in process, and workers killed
+mid-run (SIGKILL to their processes: one busy worker, or all of them with every copy of the
+shared matrix) still leave a complete table with each cell once."""
 
 from __future__ import annotations
 
@@ -61,63 +62,52 @@ def test_local_cluster_equals_in_process(executor: DaskExecutor, grid_args: tupl
     assert_same(fit_grid(*grid_args, dataset="toy", protocol="p", progress=False, executor=executor), in_process)
 
 
-def kill_a_busy_worker(executor: DaskExecutor, results: Path, killed: list[int]) -> None:
-    """Once the first task's rows are on disk, SIGKILL a worker that has tasks."""
-    pids = executor.client.run(os.getpid)
+def first_rows_on_disk(results: Path) -> None:
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if results.exists() and len(results.read_text().splitlines()) > 1:
-            busy = [address for address, keys in executor.client.processing().items() if keys]
-            if busy:
-                os.kill(pids[busy[0]], signal.SIGKILL)
-                killed.append(pids[busy[0]])
-                return
-        time.sleep(0.01)
-
-
-def test_killed_worker_still_gives_a_complete_table(executor: DaskExecutor, grid_args: tuple, in_process: GridResult,
-                                                    tmp_path: Path) -> None:
-    killed: list[int] = []
-    killer = threading.Thread(target=kill_a_busy_worker, args=(executor, tmp_path / "results.csv", killed))
-    killer.start()
-    with RunLog(tmp_path, {"grid": "toy"}) as log:
-        result = fit_grid(*grid_args, dataset="toy", protocol="p", progress=False, executor=executor, log=log)
-    killer.join()
-    assert killed, "the grid finished before a worker could be killed"
-    assert killed[0] not in executor.client.run(os.getpid).values()
-    assert_same(result, in_process)
-    stored = pd.read_csv(tmp_path / "results.csv")
-    assert len(stored) == len(in_process.table)
-    assert not stored.duplicated(["combination", "regressor", "split"]).any()
-    executor.client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
-
-
-def kill_every_worker(executor: DaskExecutor, results: Path, killed: list[int]) -> None:
-    """Once the first task's rows are on disk, SIGKILL all workers: every copy of the shared
-    matrix is gone, so the tasks that need it are cancelled rather than rerun."""
-    pids = executor.client.run(os.getpid)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if results.exists() and len(results.read_text().splitlines()) > 1:
-            for pid in pids.values():
-                os.kill(pid, signal.SIGKILL)
-            killed += pids.values()
+    while not (results.exists() and len(results.read_text().splitlines()) > 1):
+        if time.monotonic() > deadline:
             return
         time.sleep(0.01)
 
 
-def test_losing_every_copy_of_the_shared_matrix_still_gives_a_complete_table(
-        executor: DaskExecutor, grid_args: tuple, in_process: GridResult, tmp_path: Path) -> None:
+def kill_a_busy_worker(executor: DaskExecutor, results: Path, killed: list[int]) -> None:
+    """Once the first task's rows are on disk, SIGKILL a worker that has tasks: they run
+    again elsewhere (and if it held the last copy of the shared matrix, that is scattered again)."""
+    pids = executor.client.run(os.getpid)
+    first_rows_on_disk(results)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        busy = [address for address, keys in executor.client.processing().items() if keys]
+        if busy:
+            os.kill(pids[busy[0]], signal.SIGKILL)
+            killed.append(pids[busy[0]])
+            return
+        time.sleep(0.01)
+
+
+def kill_every_worker(executor: DaskExecutor, results: Path, killed: list[int]) -> None:
+    """Once the first task's rows are on disk, SIGKILL all workers: every copy of the shared
+    matrix is gone, so the scheduler cancels the tasks that need it instead of rerunning them."""
+    pids = executor.client.run(os.getpid)
+    first_rows_on_disk(results)
+    for pid in pids.values():
+        os.kill(pid, signal.SIGKILL)
+    killed += pids.values()
+
+
+@pytest.mark.parametrize("kill, n_killed", [(kill_a_busy_worker, 1), (kill_every_worker, 2)])
+def test_killed_workers_still_give_a_complete_table(executor: DaskExecutor, grid_args: tuple, in_process: GridResult,
+                                                    tmp_path: Path, kill, n_killed: int) -> None:
     killed: list[int] = []
-    killer = threading.Thread(target=kill_every_worker, args=(executor, tmp_path / "results.csv", killed))
+    killer = threading.Thread(target=kill, args=(executor, tmp_path / "results.csv", killed))
     killer.start()
     with RunLog(tmp_path, {"grid": "toy"}) as log:
         result = fit_grid(*grid_args, dataset="toy", protocol="p", progress=False, executor=executor, log=log)
     killer.join()
-    assert len(killed) == 2, "the grid finished before the workers could be killed"
+    assert len(killed) == n_killed, "the grid finished before the workers could be killed"
     assert not set(killed) & set(executor.client.run(os.getpid).values())
     assert_same(result, in_process)
     stored = pd.read_csv(tmp_path / "results.csv")
     assert len(stored) == len(in_process.table)
     assert not stored.duplicated(["combination", "regressor", "split"]).any()
-    executor.client.wait_for_workers(2, timeout=60)
+    executor.client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed workers
