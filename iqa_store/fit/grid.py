@@ -213,8 +213,8 @@ def _run_tasks(tasks: list[GridTask], data: GridData,
             return
         todo = cancelled
     raise RuntimeError(f"the executor cancelled {len(todo)} grid task(s) {_SHARE_ATTEMPTS} times in a row "
-                       "(its workers keep dying or losing the shared feature matrix); cells already "
-                       "finished are kept in the run's table")
+                       "(its workers keep dying or losing the shared feature matrix); with a run log, the "
+                       "cells that finished are kept and the same call resumes")
 
 
 def _submit_and_collect(tasks: list[GridTask], shared: Any, executor: concurrent.futures.Executor,
@@ -224,9 +224,11 @@ def _submit_and_collect(tasks: list[GridTask], shared: Any, executor: concurrent
     try:
         for future in concurrent.futures.as_completed(futures):
             try:
-                yield future.result()
+                result = future.result()
             except concurrent.futures.CancelledError:
                 cancelled.append(futures[future])
+                continue
+            yield result
     finally:
         for future in futures:  # after an error, do not leave the rest running
             future.cancel()
