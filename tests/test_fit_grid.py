@@ -137,7 +137,7 @@ class LosingPool(ThreadPoolExecutor):
         return super().submit(fn, task, box[0])
 
 
-def test_tasks_cancelled_with_their_shared_data_run_again(data, tmp_path):
+def test_tasks_cancelled_with_their_shared_data_run_again(data):
     features, mos = data
     splits = make_splits(ProtocolSpec("random-80-20", n_splits=3), N)
     args = (features, ["a", "a+b"], mos, splits, ["ridge"])
@@ -146,9 +146,8 @@ def test_tasks_cancelled_with_their_shared_data_run_again(data, tmp_path):
         again = fit_grid(*args, dataset="toy", protocol="p", progress=False, executor=pool)
     assert len(pool.shares) == 3
     pd.testing.assert_frame_equal(serial.table, again.table)
-    with LosingPool(losses=3) as pool, RunLog(tmp_path, {"grid": "toy"}) as log:
-        with pytest.raises(RuntimeError, match=r"cancelled \d+ grid task\(s\) 3 times"):
-            fit_grid(*args, dataset="toy", protocol="p", progress=False, executor=pool, log=log)
+    with LosingPool(losses=3) as pool, pytest.raises(RuntimeError, match=r"cancelled \d+ grid task\(s\) 3 times"):
+        fit_grid(*args, dataset="toy", protocol="p", progress=False, executor=pool)
 
 
 def test_keep_predictions_false(data):
@@ -254,8 +253,6 @@ def test_big_splits_are_cut_only_when_workers_would_idle():
 
 
 def test_interrupted_grid_resumes_without_refitting(tmp_path, data):
-    from iqa_store.fit.results import RunLog
-
     features, mos = data
     splits = make_splits(ProtocolSpec("random-80-20", n_splits=2), N)
     args = (features, ["a", "b", "a+b"], mos, splits, ["ridge", "linear"])
