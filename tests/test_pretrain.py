@@ -16,11 +16,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from iqa_store.cli import cli
+from iqa_store.distortions import apply as distort
+from iqa_store.distortions import get_bank
 from iqa_store.pretrain import STAGES, pretrain
 from iqa_store.pretrain.crops import min_side, ola_pair
 from iqa_store.pretrain.moco import ContrastiveModel, Encoder
-from iqa_store.distortions import apply as distort
-from iqa_store.distortions import get_bank
 from iqa_store.pretrain.reiqa import ContentStage, QualityStage, distort_window, half_swap
 from iqa_store.pretrain.trainer import learning_rate
 from iqa_store.store import FeatureStore, get_encoder, list_encoders
