@@ -37,7 +37,7 @@ from iqa_store.fit.cluster import dask_executor
 from iqa_store.fit.combinations import combination_name, parse_combinations
 from iqa_store.fit.grid import GridResult, fit_grid
 from iqa_store.fit.regressors import DEFAULT_ALPHAS
-from iqa_store.fit.splits import ProtocolSpec, Split, make_splits
+from iqa_store.splits import ProtocolSpec, Split, make_splits
 
 SETS = {"clip": 512, "align": 640, "altclip": 768, "hps": 768, "brisque": 36, "reiqa": 2048}
 

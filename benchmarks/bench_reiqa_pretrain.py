@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from iqa_store import api
-from iqa_store.pretrain import pretrain
+from iqa_store.train import pretrain
 
 DEMO_PHOTOS = Path(__file__).resolve().parents[1] / "iqa_store" / "datasets" / "demo_images"
 

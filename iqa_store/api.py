@@ -80,7 +80,7 @@ def extract(model: str, dataset: str, *, root: str | Path | None = None, store: 
     their own thread and say so; start workers with ``--no-nanny`` (or the config
     ``distributed.worker.daemon: False``) to decode with ``workers`` processes.
     """
-    from iqa_store.extract import check_shard, parse_shard
+    from iqa_store.extraction.runner import check_shard, parse_shard
     store = _store(store)
     if isinstance(shard, str):
         shard = parse_shard(shard)
@@ -100,7 +100,7 @@ def extract(model: str, dataset: str, *, root: str | Path | None = None, store: 
             "store": FeatureStore(store.root.absolute(), store.chunk_bytes), "batch_size": batch_size,
             "workers": workers, "weights": _absolute(weights), "random_init": random_init, "precision": precision,
             "encoder": encoder, "dataset_options": dataset_options, **settings})
-    from iqa_store.extract import extract as run_extraction
+    from iqa_store.extraction.runner import extract as run_extraction
     device = resolve_device(device)
     manifest = load_manifest(dataset, root, **(dataset_options or {}))
     extractor = build_extractor(model, device=device, weights=weights, random_init=random_init, precision=precision,
@@ -110,8 +110,8 @@ def extract(model: str, dataset: str, *, root: str | Path | None = None, store: 
 
 
 def _extract_on_cluster(scheduler: str, shards: int | None, log: Callable[[str], None], task: dict[str, Any]) -> Any:
-    """``extract`` as shard tasks on a Dask cluster (see ``iqa_store.extract_cluster``)."""
-    from iqa_store.extract_cluster import extract_on_cluster
+    """``extract`` as shard tasks on a Dask cluster (see ``iqa_store.extraction.cluster``)."""
+    from iqa_store.extraction.cluster import extract_on_cluster
     return extract_on_cluster(scheduler, task, shards, log=log)
 
 
@@ -184,7 +184,7 @@ def _fit_cross(store: FeatureStore, pair: tuple[str | None, str | None], combos:
     """Cross-dataset: the test dataset's sets must match the training sets' extractor settings."""
     from iqa_store.fingerprint import fingerprint
     from iqa_store.fit import REGRESSORS, RunLog, fit_grid
-    from iqa_store.fit.protocols import CROSS_DATASET, cross_dataset_inputs, cross_dataset_name, match_feature_sets
+    from iqa_store.fit.evaluation import CROSS_DATASET, cross_dataset_inputs, cross_dataset_name, match_feature_sets
     from iqa_store.report import aggregate
     train, test = pair
     if not (train and test):
@@ -219,7 +219,7 @@ def _fit_dataset(store: FeatureStore, dataset: str, sets: dict[str, Any], combos
     ``running``: ``progress`` and ``executor`` for ``fit_grid``.
     """
     from iqa_store.fit import RunLog
-    from iqa_store.fit.protocols import evaluate  # fit_grid, or no fitting for zero-shot
+    from iqa_store.fit.evaluation import evaluate  # fit_grid, or no fitting for zero-shot
     manifest = store.load_manifest(dataset)
     matrix = _feature_matrix(sets, manifest.ids)
     splits = _splits(store, manifest, spec)
@@ -258,7 +258,7 @@ def _splits(store: FeatureStore, manifest: Any, spec: Any) -> list[Any]:
     Datasets with reference images (synthetic distortions) are split by reference, CID2013 by
     scene subset within each image set, so no content appears on both sides.
     """
-    from iqa_store.fit.protocols import stored_splits
+    from iqa_store.splits import stored_splits
     return stored_splits(store.splits_dir, manifest, spec)
 
 

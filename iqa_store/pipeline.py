@@ -89,7 +89,7 @@ def run_pipeline(pipeline: Pipeline, store: Any, *, device: str = "auto", worker
     """Run every extraction on every dataset, then every fit; returns the fit outcomes."""
     from iqa_store import api
     from iqa_store.datasets import load_manifest
-    from iqa_store.extract import extract
+    from iqa_store.extraction.runner import extract
     from iqa_store.extractors import RunOptions
     device = api.resolve_device(device)
     available: dict[str, set[str]] = {}

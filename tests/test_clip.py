@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import PicklePayload, assert_pickle_refused, offline_cli, the_error_line
 from iqa_store.cli import cli
 from iqa_store.datasets import load_manifest
-from iqa_store.extract import extract
+from iqa_store.extraction.runner import extract
 from iqa_store.extractors import ExtractorError, RunOptions, create_extractor
 from iqa_store.extractors.clip import OpenClipExtractor, load_state_dict
 from iqa_store.store import DONE, FeatureStore

@@ -25,7 +25,7 @@ import torch
 
 from conftest import start_together, write_images
 from iqa_store.datasets import load_manifest
-from iqa_store.extract import extract
+from iqa_store.extraction.runner import extract
 from iqa_store.extractors import RunOptions, create_extractor
 from iqa_store.extractors.clip import OpenClipExtractor
 from iqa_store.store import DONE, FAILED, FeatureSet, FeatureStore

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from conftest import one_line_error, start_together, write_images
 from iqa_store import api
 from iqa_store.datasets import load_manifest
-from iqa_store.extract import _Images, extract
+from iqa_store.extraction.runner import _Images, extract
 from iqa_store.extractors import RunOptions, create_extractor
 from iqa_store.store import FeatureSet, FeatureStore
 from iqa_store.store.files import read_json

@@ -18,7 +18,7 @@ from iqa_store.fit.cluster import DaskExecutor, dask_executor
 from iqa_store.fit.combinations import parse_combinations
 from iqa_store.fit.grid import GridResult, fit_grid
 from iqa_store.fit.results import RunLog
-from iqa_store.fit.splits import ProtocolSpec, make_splits
+from iqa_store.splits import ProtocolSpec, make_splits
 
 N = 1200
 DIMS = {"a": 30, "b": 60, "c": 100, "d": 10}

@@ -12,7 +12,7 @@ from iqa_store.fit.cells import Cell, FeatureMatrix
 from iqa_store.fit.grid import TABLE_COLUMNS, fit_grid, list_cells
 from iqa_store.fit.regressors import RidgeRegressor
 from iqa_store.fit.results import RunLog
-from iqa_store.fit.splits import ProtocolSpec, make_splits
+from iqa_store.splits import ProtocolSpec, make_splits
 
 N = 200
 

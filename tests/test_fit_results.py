@@ -7,7 +7,7 @@ import pytest
 from iqa_store.fit.grid import fit_grid
 from iqa_store.fit.cells import CellResult
 from iqa_store.fit.results import RunLog, load_predictions, load_results, load_spec, save_run
-from iqa_store.fit.splits import ProtocolSpec, make_splits
+from iqa_store.splits import ProtocolSpec, make_splits
 
 
 @pytest.fixture(scope="module")

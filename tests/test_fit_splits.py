@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from iqa_store.fit.splits import (PROTOCOLS, ProtocolSpec, Split, make_splits, splits_from_json, splits_key,
+from iqa_store.splits import (PROTOCOLS, ProtocolSpec, Split, make_splits, splits_from_json, splits_key,
                                   splits_to_json)
 
 

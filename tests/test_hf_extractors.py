@@ -23,7 +23,7 @@ from conftest import PicklePayload, assert_pickle_refused, offline_cli, the_erro
 from iqa_store import api
 from iqa_store.cli import cli
 from iqa_store.datasets import load_manifest
-from iqa_store.extract import extract
+from iqa_store.extraction.runner import extract
 from iqa_store.extractors import ExtractorError, RunOptions, create_extractor
 from iqa_store.store import FeatureStore
 

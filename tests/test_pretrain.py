@@ -18,11 +18,11 @@ from PIL import Image
 from iqa_store.cli import cli
 from iqa_store.distortions import apply as distort
 from iqa_store.distortions import get_bank
-from iqa_store.pretrain import STAGES, pretrain
-from iqa_store.pretrain.crops import min_side, ola_pair
-from iqa_store.pretrain.moco import ContrastiveModel, Encoder
-from iqa_store.pretrain.reiqa import ContentStage, QualityStage, distort_window, half_swap
-from iqa_store.pretrain.trainer import learning_rate
+from iqa_store.train import STAGES, pretrain
+from iqa_store.train.crops import min_side, ola_pair
+from iqa_store.train.moco import ContrastiveModel, Encoder
+from iqa_store.train.reiqa import ContentStage, QualityStage, distort_window, half_swap
+from iqa_store.train.trainer import learning_rate
 from iqa_store.store import FeatureStore, get_encoder, list_encoders
 from tests.conftest import write_images
 
@@ -373,7 +373,7 @@ def test_pretrained_encoder_extracts_and_fits_end_to_end(tmp_path: Path, image_d
 
 def test_random_init_extraction_starts_where_training_starts() -> None:
     """The benchmark's baseline (``--random-init --seed S``) is the pretraining's own initial backbone."""
-    from iqa_store.pretrain.backbones import build_backbone
+    from iqa_store.nets.resnet import build_backbone
     torch.manual_seed(3)
     training_start = ContrastiveModel("resnet-tiny", None, 128, 16, 0.99, 0.2, True).query.backbone.state_dict()
     torch.manual_seed(3)

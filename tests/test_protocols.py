@@ -19,8 +19,8 @@ from iqa_store.cli import cli
 from iqa_store.datasets.cid2013 import CID2013
 from iqa_store.datasets.kadid import KADID10k
 from iqa_store.fit.cells import TABLE_COLUMNS
-from iqa_store.fit.protocols import list_stored_splits, stored_splits
-from iqa_store.fit.splits import ProtocolSpec
+from iqa_store.splits import list_stored_splits, stored_splits
+from iqa_store.splits import ProtocolSpec
 from iqa_store.store import FeatureStore
 
 

@@ -27,7 +27,8 @@ COMMANDS = {
     "datasets": "iqa_store.cli.datasets_cmd:datasets",
     "splits": "iqa_store.cli.splits_cmd:splits",
     "distortions": "iqa_store.cli.distortions_cmd:distortions",
-    "pretrain": "iqa_store.cli.pretrain_cmd:pretrain",
+    "train": "iqa_store.cli.train_cmd:train",
+    "pretrain": "iqa_store.cli.train_cmd:pretrain",  # the name before `train`; same stages, same options
 }
 
 

@@ -115,7 +115,7 @@ def _read(path: Path, longest: int = 0) -> "torch.Tensor":
     from PIL import Image
 
     from iqa_store.distortions._compression import from_uint8
-    from iqa_store.extractors.base import ImageReadError, read_rgb
+    from iqa_store.images import ImageReadError, read_rgb
     try:
         image = read_rgb(path)
     except ImageReadError as error:

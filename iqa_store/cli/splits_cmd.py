@@ -33,7 +33,7 @@ def show(dataset: str | None, protocol: str | None, key: str | None, store: str,
       iqa-store splits show cid2013 --protocol scenes-4-2
       iqa-store splits show cid2013 --key 3fa2 --format json
     """
-    from iqa_store.fit.protocols import list_stored_splits
+    from iqa_store.splits import list_stored_splits
     from iqa_store.store import FeatureStore
     stored = list_stored_splits(FeatureStore(store).splits_dir, dataset, protocol)
     if key is None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from iqa_store.extractors.base import Extractor, ExtractorError, ImageReadError, RunOptions
+from iqa_store.extractors.base import Extractor, ExtractorError, RunOptions
+from iqa_store.images import ImageReadError
 from iqa_store.registry import Registry
 
 __all__ = ["EXTRACTORS", "Extractor", "ExtractorError", "ImageReadError", "RunOptions", "create_extractor"]

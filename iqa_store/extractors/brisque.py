@@ -46,7 +46,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import gamma as _gamma
 
-from iqa_store.extractors.base import Extractor, read_rgb
+from iqa_store.extractors.base import Extractor
+from iqa_store.images import read_rgb
 
 __all__ = ["FEATURE_NAMES", "Brisque", "brisque_features", "imresize_half", "mscn", "rgb2gray_uint8"]
 

@@ -48,7 +48,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from iqa_store.extractors.base import Extractor, ExtractorError, ImageReadError, RunOptions, read_rgb
+from iqa_store.extractors.base import Extractor, ExtractorError, RunOptions
+from iqa_store.images import ImageReadError, read_rgb
 from iqa_store.extractors.neural import autocast, check_precision
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ ImageNet mean/std for the content encoder only (the quality encoder sees raw val
 Weights, exactly one of:
 
 * ``encoder``: an encoder in the store's registry (``iqa-store ls``), written by our pretraining
-  (``iqa_store.pretrain``). Its stage must be this extractor's; its config names the backbone
+  (``iqa_store.train``). Its stage must be this extractor's; its config names the backbone
   and the input normalisation it was trained with. Its fingerprint is in the feature set's.
 * ``weights``: a checkpoint file: the published ``reiqa_ckpts/*_aware_r50.pth`` (a DataParallel
   state dict under 'model': ``module.encoder.*`` plus the training head, ignored), a
@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import numpy as np
 from PIL import Image
 
-from iqa_store.extractors.base import Extractor, ExtractorError, RunOptions, read_rgb
+from iqa_store.extractors.base import Extractor, ExtractorError, RunOptions
+from iqa_store.images import read_rgb
 from iqa_store.extractors.embedder import group_by_shape, half_scale, pixels_to_input
 from iqa_store.extractors.neural import autocast, cached_sha256, check_precision, existing_weights_file, load_state_dict
-from iqa_store.pretrain.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone, feature_dim
+from iqa_store.nets import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone, feature_dim
 
 if TYPE_CHECKING:
     import torch

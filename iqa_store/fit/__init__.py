@@ -19,7 +19,7 @@ __all__ = [
 
 _SOURCES = {
     "metrics": ("compute_metrics", "krcc", "plcc", "plcc_logistic", "rmse", "srcc"),
-    "splits": ("PROTOCOLS", "ProtocolSpec", "Split", "make_splits", "splits_from_json", "splits_key",
+    "iqa_store.splits": ("PROTOCOLS", "ProtocolSpec", "Split", "make_splits", "splits_from_json", "splits_key",
                "splits_to_json"),
     "regressors": ("REGRESSORS", "LinearRegressor", "MLPRegressor", "RidgeRegressor"),
     "combinations": ("combination_name", "parse_combinations"),
@@ -36,14 +36,15 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from iqa_store.fit.metrics import compute_metrics, krcc, plcc, plcc_logistic, rmse, srcc
     from iqa_store.fit.regressors import REGRESSORS, LinearRegressor, MLPRegressor, RidgeRegressor
     from iqa_store.fit.results import RunLog, load_predictions, load_results, load_spec, save_run
-    from iqa_store.fit.splits import (PROTOCOLS, ProtocolSpec, Split, make_splits, splits_from_json,
-                                      splits_key, splits_to_json)
+    from iqa_store.splits import (PROTOCOLS, ProtocolSpec, Split, make_splits, splits_from_json, splits_key,
+                                  splits_to_json)
 
 
 def __getattr__(name: str) -> Any:
     if name not in _MODULE_OF:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    module = _MODULE_OF[name]
+    value = getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)
     globals()[name] = value
     return value
 

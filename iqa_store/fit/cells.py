@@ -14,7 +14,7 @@ import numpy as np
 
 from iqa_store.fit.combinations import combination_name
 from iqa_store.fit.metrics import METRIC_NAMES, compute_metrics
-from iqa_store.fit.splits import Split
+from iqa_store.splits import Split
 
 __all__ = ["TABLE_COLUMNS", "Cell", "CellContext", "CellPrediction", "CellResult", "FeatureMatrix", "cell_key",
            "cell_result", "usable_parts"]

@@ -34,7 +34,7 @@ from iqa_store.fit.cells import (TABLE_COLUMNS, Cell, CellContext, CellPredictio
 from iqa_store.fit.combinations import combination_name, split_combination
 from iqa_store.fit.regressors import REGRESSORS, RidgeRegressor
 from iqa_store.fit.ridge_grid import fit_ridge_cells
-from iqa_store.fit.splits import Split
+from iqa_store.splits import Split
 
 __all__ = ["TABLE_COLUMNS", "Cell", "CellPrediction", "CellResult", "FeatureMatrix", "GridData", "GridResult",
            "GridTask", "fit_cell", "fit_grid", "list_cells", "plan_tasks", "run_task"]

@@ -40,7 +40,7 @@ from iqa_store.fit.cells import Cell, CellContext, CellResult, FeatureMatrix, ce
 from iqa_store.fit.combinations import combination_name
 from iqa_store.fit.regressors import (RidgeRegressor, cv_folds, gram_ridge_path, ridge_path, scale_from_moments,
                                       score_alphas)
-from iqa_store.fit.splits import Split
+from iqa_store.splits import Split
 
 __all__ = ["fit_ridge_cells"]
 

@@ -40,9 +40,9 @@ import torchvision.transforms.v2.functional as TF
 from iqa_store.distortions import apply as distort
 from iqa_store.distortions import get_bank, sample_distinct
 from iqa_store.distortions._random import uniform
-from iqa_store.pretrain.backbones import IMAGENET_MEAN, IMAGENET_STD
-from iqa_store.pretrain.crops import Box, context_region, min_side, ola_pair
-from iqa_store.pretrain.stage import Stage, TrainingDefaults, option
+from iqa_store.nets.resnet import IMAGENET_MEAN, IMAGENET_STD
+from iqa_store.train.crops import Box, context_region, min_side, ola_pair
+from iqa_store.train.stage import Stage, TrainingDefaults, option
 
 
 @dataclass

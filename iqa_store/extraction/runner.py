@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from iqa_store.datasets.manifest import Manifest
-from iqa_store.extractors.base import Extractor, ImageReadError, RunOptions
+from iqa_store.extractors.base import Extractor, RunOptions
+from iqa_store.images import ImageReadError
 from iqa_store.store import DONE, FAILED, ChunkResult, FeatureSet, FeatureStore
 
 _WAIT_SECONDS = 2.0

@@ -15,11 +15,11 @@ _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 class StageGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        from iqa_store.pretrain import STAGES
+        from iqa_store.train import STAGES
         return STAGES.names()
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        from iqa_store.pretrain import STAGES
+        from iqa_store.train import STAGES
         return _stage_command(name, STAGES.get(name)) if name in STAGES.names() else None
 
 
@@ -77,8 +77,8 @@ def _field_option(field: dataclasses.Field) -> click.Option:
 
 def _run(name: str, stage: Any, options: dict[str, Any]) -> None:
     from iqa_store import api
-    from iqa_store.pretrain import pretrain as run_pretraining
-    from iqa_store.pretrain.trainer import TrainingInterrupted
+    from iqa_store.train import pretrain as run_pretraining
+    from iqa_store.train.trainer import TrainingInterrupted
 
     hyper = {f.name: options.pop(f.name) for f in dataclasses.fields(stage) if f.init}
     fmt, quiet, plot = options.pop("fmt"), options.pop("quiet"), options.pop("plot")
@@ -102,3 +102,4 @@ def _run(name: str, stage: Any, options: dict[str, Any]) -> None:
 
 def _first_line(stage: Any) -> str:
     return (stage.__doc__ or "").strip().splitlines()[0] if stage.__doc__ else ""
+train = pretrain

@@ -24,11 +24,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from iqa_store.extract import ExtractionReport, Failure
+from iqa_store.extraction.runner import ExtractionReport, Failure
 
 __all__ = ["ClusterReport", "extract_on_cluster"]
 
-_logger = logging.getLogger("iqa_store.extract")
+_logger = logging.getLogger("iqa_store.extraction.runner")
 
 
 @dataclass
@@ -203,7 +203,7 @@ def _shard_task(task: dict[str, Any], shard: tuple[int, int]) -> ShardRun:
 
 
 def _finish(store: Any, name: str) -> tuple[bool, int, list[Failure]]:
-    from iqa_store.extract import _failures
+    from iqa_store.extraction.runner import _failures
     fs = store.get(name)
     complete = fs.mark_complete_if_done()
     return complete, len(fs.pending_chunks()), _failures(fs)

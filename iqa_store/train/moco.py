@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iqa_store.pretrain import distributed
-from iqa_store.pretrain.backbones import build_backbone, feature_dim
+from iqa_store.train import distributed
+from iqa_store.nets.resnet import build_backbone, feature_dim
 
 
 class Encoder(nn.Module):

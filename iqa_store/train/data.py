@@ -16,12 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from iqa_store.extractors.base import read_rgb
+from iqa_store.images import IMAGE_SUFFIXES, read_rgb
 from iqa_store.fingerprint import fingerprint
-from iqa_store.pretrain.stage import Stage
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
+from iqa_store.train.stage import Stage
 
 @dataclass(frozen=True)
 class TrainingImages:

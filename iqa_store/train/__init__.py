@@ -2,7 +2,7 @@
 
 ``STAGES`` holds the stages by name (``reiqa-content``, ``reiqa-quality``); ``BACKBONES`` the
 networks they train. A stage is a dataclass of hyper-parameters (configs as data) with the
-views it makes of an image and the loss it trains; ``iqa_store.pretrain.trainer`` runs any
+views it makes of an image and the loss it trains; ``iqa_store.train.trainer`` runs any
 stage with exact checkpoints, DDP under torchrun, and the registry write.
 
 The encoder a run registers (``iqa_store.store.encoders``):
@@ -22,19 +22,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from iqa_store.pretrain.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone, feature_dim
+from iqa_store.nets import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone, feature_dim
 from iqa_store.registry import Registry
 
 if TYPE_CHECKING:
-    from iqa_store.pretrain.trainer import PretrainReport
+    from iqa_store.train.trainer import PretrainReport
     from iqa_store.store import FeatureStore
 
 __all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "STAGES", "build_backbone", "feature_dim", "pretrain"]
 
 STAGES: Registry = Registry("pretraining stage")
-STAGES.register("reiqa-content", "iqa_store.pretrain.reiqa:ContentStage",
+STAGES.register("reiqa-content", "iqa_store.train.reiqa:ContentStage",
                 help="Re-IQA content encoder: MoCo-v2 on two augmented crops of an image")
-STAGES.register("reiqa-quality", "iqa_store.pretrain.reiqa:QualityStage",
+STAGES.register("reiqa-quality", "iqa_store.train.reiqa:QualityStage",
                 help="Re-IQA quality encoder: distortion chunks, OLA crops, half swap, two scales")
 
 
@@ -48,8 +48,8 @@ def pretrain(stage: str, *, images: str | Path | None = None, dataset: str | Non
     ``training`` the ``TrainConfig`` fields (``steps``, ``batch_size``, ``lr``, ``device``...).
     Resumes from the run's checkpoint when one exists; a finished run is returned as cached.
     """
-    from iqa_store.pretrain.data import TrainingImages
-    from iqa_store.pretrain.trainer import TrainConfig, train
+    from iqa_store.train.data import TrainingImages
+    from iqa_store.train.trainer import TrainConfig, train
     from iqa_store.store import FeatureStore
 
     if (images is None) == (dataset is None):

@@ -3,7 +3,7 @@
 A stage turns one decoded image into (queries, keys): two tensors [n, 3, h, w] whose rows
 pair up as positives. Everything random is drawn from the generator it is given, so a view
 depends only on (seed, epoch, image index) and an interrupted run can be replayed exactly.
-The trainer (``iqa_store.pretrain.trainer``) does the rest for every stage alike.
+The trainer (``iqa_store.train.trainer``) does the rest for every stage alike.
 
 ``field(metadata={"help": ...})`` documents a hyper-parameter; the CLI builds one option per
 field from it, so a new stage needs no CLI code.
@@ -41,7 +41,7 @@ class Stage(ABC):
     defaults: ClassVar[TrainingDefaults]
     batch_negatives: ClassVar[bool]
 
-    backbone: str = option("resnet50", "encoder network (iqa_store.pretrain.BACKBONES)")
+    backbone: str = option("resnet50", "encoder network (iqa_store.train.BACKBONES)")
     head_hidden: int = option(0, "hidden width of the MLP projection head; 0 = the backbone's feature width")
     head_dim: int = option(128, "output width of the projection head")
     queue_size: int = option(65536, "negatives kept in the MoCo queue (0: the batch's own keys only, stages with in-batch negatives)")

@@ -26,10 +26,10 @@ from typing import Any, Callable, Iterator
 import torch
 
 from iqa_store.fingerprint import fingerprint
-from iqa_store.pretrain import distributed
-from iqa_store.pretrain.data import StepSampler, TrainingImages, ViewDataset, collate, derived_seed
-from iqa_store.pretrain.moco import ContrastiveModel
-from iqa_store.pretrain.stage import Stage
+from iqa_store.train import distributed
+from iqa_store.train.data import StepSampler, TrainingImages, ViewDataset, collate, derived_seed
+from iqa_store.train.moco import ContrastiveModel
+from iqa_store.train.stage import Stage
 from iqa_store.store.encoders import EncoderRecord, list_encoders, save_encoder
 from iqa_store.store.featureset import now_iso
 from iqa_store.store.store import FeatureStore, package_versions
@@ -244,9 +244,9 @@ def _remove_checkpoint(folder: Path) -> None:
 def _register(store: FeatureStore, name: str, model: ContrastiveModel, stage: Stage, images: TrainingImages, config: TrainConfig, run: str,
               total: int, losses: list[float], device: str, world: int, start: int) -> EncoderRecord:
     """Rank 0 writes the query encoder; the others wait for it and read the same record."""
-    from iqa_store.pretrain.backbones import feature_dim
+    from iqa_store.nets.resnet import feature_dim
     if distributed.rank() == 0:
-        # keys backbone.* and head.*: the registry's encoder layout (iqa_store.pretrain)
+        # keys backbone.* and head.*: the registry's encoder layout (iqa_store.train)
         save_encoder(store, name, model.query.state_dict(), _encoder_config(stage, feature_dim(stage.backbone)), {
             "run": run, "data": images.describe(), "steps": total, "resumed_from_step": start,
             "epochs": total * config.batch_size / len(images.paths), "loss_curve": losses, "seed": config.seed,
