@@ -102,12 +102,17 @@ def zero_shot(matrix: Any, combinations: Sequence[tuple[str, ...]], mos: np.ndar
 
 def evaluate(matrix: Any, combinations: Sequence[tuple[str, ...]], mos: np.ndarray, splits: Sequence[Split],
              regressors: Sequence[str], *, dataset: str, protocol: str, log: Any = None, **running: Any) -> Any:
-    """``fit_grid`` for every protocol but zero-shot, which fits nothing (``running``: its options)."""
+    """``fit_grid`` for protocols that fit; a protocol that fits nothing (zero-shot) evaluates its score
+    features as they are (``running``: fit_grid's options)."""
     import pandas as pd
 
     from iqa_store.fit.cells import TABLE_COLUMNS
     from iqa_store.fit.grid import GridResult, fit_grid
-    if protocol != "zero-shot":
+    from iqa_store.splits import PROTOCOLS
+    declared = PROTOCOLS.get(protocol)
+    if not declared.tested:
+        raise ValueError(f"protocol {protocol!r} has no test rows (it trains encoders); fit with another protocol")
+    if declared.fitted:
         return fit_grid(matrix, combinations, mos, splits, regressors, dataset=dataset, protocol=protocol, log=log,
                         **running)
     results = zero_shot(matrix, combinations, mos, splits[0], dataset=dataset)

@@ -105,7 +105,15 @@ class ProtocolSpec:
 
 
 class SplitProtocol(Protocol):
+    """What every registered protocol declares (``ProtocolTests`` checks each one).
+
+    ``fitted``: a regressor is fitted on the train part (False: a score is evaluated as it is);
+    ``tested``: the splits have test rows to report metrics on (False: training only).
+    """
+
     default_ratios: tuple[float, float, float] | None
+    fitted: bool
+    tested: bool
 
     def make(self, spec: ProtocolSpec, n_rows: int, groups: np.ndarray | None,
              official: list[str | None] | None,
@@ -146,6 +154,8 @@ class RandomProtocol:
     default_ratios: tuple[float, float, float]
     needs_groups: bool = False
     by_image: bool = False
+    fitted: bool = True
+    tested: bool = True
 
     def make(self, spec: ProtocolSpec, n_rows: int, groups: np.ndarray | None,
              official: list[str | None] | None,
@@ -196,6 +206,8 @@ class OfficialProtocol:
     """The dataset's own split labels "train"/"val"/"test"; unlabelled rows are left out."""
 
     default_ratios: None = None
+    fitted: bool = True
+    tested: bool = True
 
     def make(self, spec: ProtocolSpec, n_rows: int, groups: np.ndarray | None,
              official: list[str | None] | None,
@@ -214,12 +226,33 @@ class ZeroShotProtocol:
     """No fitting: one split whose test part is every row."""
 
     default_ratios: None = None
+    fitted: bool = False
+    tested: bool = True
 
     def make(self, spec: ProtocolSpec, n_rows: int, groups: np.ndarray | None,
              official: list[str | None] | None,
              strata: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         empty = np.empty(0, np.int64)
         return [(empty, empty, np.arange(n_rows))]
+
+
+@dataclass(frozen=True)
+class TrainAllProtocol:
+    """One split whose train part is every row and whose test part is empty.
+
+    For training only: a stage trained on it learns from the whole dataset, and what it
+    exports is the feature a cross-dataset fit (train on A, test on B) uses on both sides.
+    """
+
+    default_ratios: None = None
+    fitted: bool = True
+    tested: bool = False
+
+    def make(self, spec: ProtocolSpec, n_rows: int, groups: np.ndarray | None,
+             official: list[str | None] | None,
+             strata: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        empty = np.empty(0, np.int64)
+        return [(np.arange(n_rows), empty, empty)]
 
 
 PROTOCOLS: Registry = Registry("protocol")
@@ -234,6 +267,8 @@ PROTOCOLS.register("official", OfficialProtocol(), help="the dataset's official 
 PROTOCOLS.register("scenes-4-2", RandomProtocol((4 / 6, 0.0, 2 / 6), needs_groups=True),
                    help="CID2013: in every image set, 4 scene subsets train and 2 test, repeated (onuoha2024 4.1)")
 PROTOCOLS.register("zero-shot", ZeroShotProtocol(), help="no fitting: a score feature on the whole dataset")
+PROTOCOLS.register("train-all", TrainAllProtocol(),
+                   help="training only: every row in train, no test (encoders for cross-dataset fits)")
 
 
 def _official_labels(official: Sequence[Any] | None, n_rows: int) -> np.ndarray | None:
