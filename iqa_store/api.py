@@ -2,122 +2,76 @@
 
     from iqa_store import api
     api.extract("brisque", "demo")
-    outcome = api.fit(["brisque"], datasets=["demo"], regressors=["ridge"])
+    api.train("cnniqa", dataset="demo", protocol="random-80-20", steps=200)
+    api.extract("cnniqa", "demo", protocol="random-80-20")
+    outcome = api.fit(["brisque", "brisque+cnniqa"], datasets=["demo"], regressors=["ridge"])
     print(outcome.summary)
+
+Every job is also a request (``iqa_store.requests``): ``api.extract(ExtractRequest(...))``,
+``api.fit(FitRequest(...))``, the same data the CLI and pipeline files are made of.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from iqa_store.datasets import load_manifest
-from iqa_store.extractors import RunOptions, create_extractor
+from iqa_store.requests import ExtractRequest, FitRequest
 from iqa_store.store import FeatureStore, StoreError
 
 
 def resolve_device(device: str = "auto") -> str:
-    if device != "auto":
-        return device
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    from iqa_store.extraction.jobs import resolve_device as resolve
+    return resolve(device)
 
 
 def default_workers() -> int:
-    import os
-    return min(4, os.cpu_count() or 1)
+    from iqa_store.extraction.jobs import default_workers as workers
+    return workers()
 
 
-def build_extractor(model: str, *, device: str = "cpu", weights: str | None = None, random_init: bool = False,
-                    precision: str | None = None, encoder: str | None = None, store: FeatureStore | None = None,
+def build_extractor(model: str, *, weights: str | None = None, store: FeatureStore | str | None = None,
+                    device: str = "cpu", random_init: bool = False, precision: str | None = None,
                     **settings: Any) -> Any:
-    """Only the options a model accepts are passed (BRISQUE has no weights).
+    """The extractor ``model``, its weights resolved (``registry:NAME``, a path, or published)."""
+    from iqa_store.extraction.jobs import build_extractor as build
+    from iqa_store.extraction.weights import resolve_weights
+    return build(model, resolve_weights(weights, model, _store(store)), device=device, random_init=random_init,
+                 precision=precision, **settings)
 
-    ``encoder`` names an encoder in ``store``'s registry (Re-IQA extractors); the store is only
-    where it is looked up, never part of the features' identity.
+
+def extract(request: ExtractRequest | str | None = None, dataset: str | None = None, *,
+            store: FeatureStore | str | None = None, encoder: str | None = None, progress: bool = True,
+            log: Callable[[str], None] = print, **fields: Any) -> Any:
+    """Extract features into the store (cached, resumable); see ``ExtractRequest`` for every field.
+
+        api.extract("clip-vitb16", "koniq", root="~/data/koniq10k", settings={"normalize": True})
+        api.extract(ExtractRequest(model="cnniqa", dataset="demo", protocol="random-80-20"))
+
+    ``encoder`` (kept from before ``weights`` took ``registry:``) is ``weights="registry:NAME"``.
+    Returns an ``ExtractionReport``, one per split for a ``protocol`` request, or the combined
+    ``ClusterReport`` for a ``scheduler`` request. Shards: ``shard="i/n"`` computes only the row
+    chunks ``k`` with ``k % n == i``; the last shard to finish marks the set complete, one that
+    ends first reports "partial". Dask workers started by a nanny (the default) cannot start
+    decoding processes, so tasks decode in their own thread and say so.
     """
-    import dataclasses
-
-    from iqa_store.extractors import EXTRACTORS
-    builder = EXTRACTORS.get(model)
-    wanted = {"weights": weights, "random_init": random_init or None, "encoder": encoder,
-              "store": str(store.root) if encoder and store is not None else None,
-              "precision": precision or ("bf16" if device.startswith("cuda") else None), **settings}
-    probe = builder()
-    accepted = {f.name for f in dataclasses.fields(probe) if f.init}
-    given = {k: v for k, v in wanted.items() if v is not None}
-    rejected = sorted(k for k in given if k not in accepted and k not in ("precision", "store"))
-    if rejected:
-        raise ValueError(f"model {model!r} does not take option(s) {rejected}")
-    return builder(**{k: v for k, v in given.items() if k in accepted})
-
-
-def extract(model: str, dataset: str, *, root: str | Path | None = None, store: FeatureStore | str | None = None,
-            device: str = "auto", batch_size: int = 32, workers: int | None = None, weights: str | None = None,
-            random_init: bool = False, precision: str | None = None, encoder: str | None = None,
-            dataset_options: dict[str, Any] | None = None, shard: tuple[int, int] | str | None = None,
-            scheduler: str | None = None, shards: int | None = None,
-            progress: bool = True, log: Callable[[str], None] = print, **settings: Any) -> Any:
-    """Extract ``model`` features for ``dataset`` into the store (cached, resumable).
-
-    ``settings`` are extractor fields (e.g. ``normalize=True`` for CLIP). ``encoder``: an encoder
-    of the store's registry, ``NAME`` or ``NAME/FINGERPRINT`` (Re-IQA extractors).
-
-    ``shard=(i, n)`` (or ``"i/n"``): compute only the row chunks ``k`` with ``k % n == i``, so n
-    processes (one per GPU, or on machines sharing the store's filesystem) can split one set;
-    the last to finish marks it complete, and a shard that ends first reports status
-    "partial" with the number of chunks still pending. A run without ``shard`` computes
-    whatever is left.
-
-    ``scheduler``: the address of an existing Dask cluster (``tcp://host:8786``) whose workers
-    share the store's filesystem: ``shards`` shard tasks run there (default: one per GPU when the
-    workers advertise a ``GPU`` resource, each task then taking one; otherwise one per worker),
-    the device resolved on each worker; returns the combined ``ClusterReport``. Workers started
-    by a nanny (the default) are daemonic and cannot start decoding processes, so tasks decode in
-    their own thread and say so; start workers with ``--no-nanny`` (or the config
-    ``distributed.worker.daemon: False``) to decode with ``workers`` processes.
-    """
-    from iqa_store.extraction.runner import check_shard, parse_shard
-    store = _store(store)
-    if isinstance(shard, str):
-        shard = parse_shard(shard)
-    elif shard is not None:
-        shard = check_shard(shard)
-    if shards is not None and not scheduler:
-        raise ValueError("--shards (the number of shard tasks) needs --scheduler; to run one shard here, "
-                         "give --shard I/N")
-    if scheduler:
-        if shard is not None:
-            raise ValueError("give --shard I/N (one shard, here) or --scheduler (every shard, on a Dask cluster), "
-                             "not both")
-        if shards is not None and shards < 1:
-            raise ValueError(f"--shards must be at least 1; got {shards}")
-        return _extract_on_cluster(scheduler, shards, log, {
-            "model": model, "dataset": dataset, "root": _absolute(root), "device": device,
-            "store": FeatureStore(store.root.absolute(), store.chunk_bytes), "batch_size": batch_size,
-            "workers": workers, "weights": _absolute(weights), "random_init": random_init, "precision": precision,
-            "encoder": encoder, "dataset_options": dataset_options, **settings})
-    from iqa_store.extraction.runner import extract as run_extraction
-    device = resolve_device(device)
-    manifest = load_manifest(dataset, root, **(dataset_options or {}))
-    extractor = build_extractor(model, device=device, weights=weights, random_init=random_init, precision=precision,
-                                encoder=encoder, store=store, **settings)
-    options = RunOptions(device=device, batch_size=batch_size, workers=default_workers() if workers is None else workers)
-    return run_extraction(manifest, extractor, store, options, shard=shard, progress=progress, log=log)
-
-
-def _extract_on_cluster(scheduler: str, shards: int | None, log: Callable[[str], None], task: dict[str, Any]) -> Any:
-    """``extract`` as shard tasks on a Dask cluster (see ``iqa_store.extraction.cluster``)."""
-    from iqa_store.extraction.cluster import extract_on_cluster
-    return extract_on_cluster(scheduler, task, shards, log=log)
-
-
-def _absolute(path: str | Path | None) -> str | None:
-    """A path as the workers of a cluster must see it: absolute (on the shared filesystem)."""
-    return str(Path(path).expanduser().absolute()) if path else None
+    from iqa_store.extraction.jobs import run_request
+    if encoder:
+        if fields.get("weights"):
+            raise ValueError("give --weights or --encoder (an alias of --weights registry:NAME), not both")
+        fields["weights"] = f"registry:{encoder}"
+    if isinstance(fields.get("shard"), tuple):  # (i, n), as the runner takes it
+        from iqa_store.extraction.runner import check_shard
+        fields["shard"] = "{}/{}".format(*check_shard(fields["shard"]))
+    if not isinstance(request, ExtractRequest):
+        request = ExtractRequest(model=request, dataset=dataset, **fields)
+    elif dataset is not None or fields:
+        request = dataclasses.replace(request, **({"dataset": dataset} if dataset else {}), **fields)
+    return run_request(request, _store(store), progress=progress, log=log)
 
 
 @dataclass
@@ -133,55 +87,116 @@ class FitOutcome:
         return format_summary(self.aggregate)
 
 
-def fit(features: Sequence[str] = (), *, all_combos: Sequence[str] | None = None, max_size: int | None = None,
-        cross: Sequence[str] | None = None, with_: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
-        protocol: str = "random-80-20", splits: int = 10, seed: int = 0, regressors: Sequence[str] = ("ridge",),
-        store: FeatureStore | str | None = None, plot_dir: str | Path | None = None, progress: bool = True,
-        executor: Any = None, train: str | None = None, test: str | None = None) -> FitOutcome:
+def fit(request: FitRequest | Sequence[str] = (), *, store: FeatureStore | str | None = None,
+        progress: bool = True, executor: Any = None, **fields: Any) -> FitOutcome:
     """Fit every combination x split x regressor on every dataset that has all named features.
 
-    ``executor``: any concurrent.futures.Executor for the cells, e.g. ``dask_executor(...)``.
-    The run's directory is named by a fingerprint of everything that decides its numbers
-    (resolved feature sets, combinations, protocol, splits, seed, regressor parameters): the
-    same call again resumes an interrupted run, fitting only the cells not yet in its table.
+        api.fit(["clip+brisque"], datasets=["koniq"], regressors=["ridge", "mlp"])
+        api.fit(FitRequest(features=("brisque+cnniqa",), datasets=("demo",)))
+
+    ``fields``: ``FitRequest`` fields. ``executor``: any concurrent.futures.Executor for the cells
+    (else the request's ``workers`` / ``scheduler`` make a Dask one). A feature trained per
+    split (its sets carry a scope) is used on each split with the set trained on that split's
+    training rows, and refused on splits it was not trained for. The run's directory is named
+    by a fingerprint of everything that decides its numbers (resolved feature sets,
+    combinations, protocol, splits, seed, regressor parameters): the same call again resumes an
+    interrupted run, fitting only the cells not yet in its table.
     """
+    from contextlib import nullcontext
+    if not isinstance(request, FitRequest):
+        request = FitRequest(features=tuple(request), **{k: _as_tuple(v) for k, v in fields.items()})
+    elif fields:
+        request = dataclasses.replace(request, **{k: _as_tuple(v) for k, v in fields.items()})
+    if executor is None and (request.workers or request.scheduler):
+        cluster = dask_executor(request.scheduler, request.workers)
+    else:
+        cluster = nullcontext(executor)
+    with cluster as chosen:
+        return _fit(request, _store(store), {"progress": progress, "executor": chosen})
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _fit(request: FitRequest, store: FeatureStore, running: dict[str, Any]) -> FitOutcome:
     import pandas as pd
 
     from iqa_store.fingerprint import fingerprint
-    from iqa_store.fit import REGRESSORS, ProtocolSpec, parse_combinations
+    from iqa_store.fit import REGRESSORS, parse_combinations
     from iqa_store.report import aggregate
-    store = _store(store)
-    combos = parse_combinations(list(features), all_combos=list(all_combos) if all_combos else None, max_size=max_size,
-                                cross=list(cross) if cross else None, with_=list(with_) if with_ else None)
+    from iqa_store.splits import ProtocolSpec
+    combos = parse_combinations(list(request.features), all_combos=_listed(request.all_combos),
+                                max_size=request.max_size, cross=_listed(request.cross), with_=_listed(request.with_))
     names = sorted({n for combo in combos for n in combo})
-    if train or test:  # cross-dataset: fit on all of `train`, test on all of `test`
-        return _fit_cross(store, (train, test), combos, names, list(regressors), plot_dir,
-                          {"progress": progress, "executor": executor})
-    targets = list(datasets) if datasets else [d for d in store.datasets() if _has_all(store, d, names)]
+    regressors = list(request.regressors)
+    if request.cross_dataset:  # fit on all of `train`, test on all of `test`
+        return _fit_cross(store, (request.train, request.test), combos, names, regressors, request.plot_dir, running)
+    targets = list(request.datasets) if request.datasets else [d for d in store.datasets() if _has_all(store, d, names)]
     if not targets:
         raise StoreError(f"no dataset in {store.root} has complete feature sets for all of {names}; see `iqa-store ls`")
-    spec = ProtocolSpec(name=protocol, n_splits=splits, seed=seed)
+    spec = ProtocolSpec(name=request.protocol, n_splits=request.splits, seed=request.seed)
     grid = {"combinations": ["+".join(c) for c in combos], "protocol": spec.to_dict(),
             "regressors": {name: REGRESSORS.get(name)().get_params() for name in regressors}}
-    sets = {dataset: _resolve_sets(store, dataset, names) for dataset in targets}
-    run_id = "fit-" + fingerprint({**grid, "features": {d: {n: fs.name for n, fs in s.items()} for d, s in sets.items()}})
+    sets = {dataset: _resolve_split_sets(store, dataset, names, spec) for dataset in targets}
+    run_id = "fit-" + fingerprint({**grid, "features": {d: _set_names(s) for d, s in sets.items()}})
     tables, plots = [], []
     for dataset in targets:
-        run_spec = {"dataset": dataset, "features": {n: fs.name for n, fs in sets[dataset].items()}, **grid}
-        result = _fit_dataset(store, dataset, sets[dataset], combos, spec, list(regressors),
-                              {"progress": progress, "executor": executor},
+        run_spec = {"dataset": dataset, "features": _set_names(sets[dataset]), **grid}
+        result = _fit_dataset(store, dataset, sets[dataset], combos, spec, regressors, running,
                               (store.results_dir / run_id / dataset, run_spec))
         tables.append(result.table)
-        if plot_dir:
-            plots += _plots(result, Path(plot_dir), dataset)
+        if request.plot_dir:
+            plots += _plots(result, Path(request.plot_dir), dataset)
     table = pd.concat(tables, ignore_index=True)
     return FitOutcome(table, aggregate(table), store.results_dir / run_id, plots)
+
+
+def _listed(values: Sequence[str] | None) -> list[str] | None:
+    return list(values) if values else None
+
+
+@dataclass(frozen=True)
+class _SplitSets:
+    """Each split's feature sets: the same unscoped sets for every split, scoped ones split by split."""
+
+    splits: list[Any]
+    per_split: list[dict[str, Any]]  # split i -> name -> FeatureSet
+    scoped: frozenset[str]
+
+
+def _resolve_split_sets(store: FeatureStore, dataset: str, names: list[str], spec: Any) -> _SplitSets:
+    """Resolve every name once, or per split for features trained per split (by their scope)."""
+    from iqa_store.store import Scope, ScopedFeatureError
+    manifest = store.load_manifest(dataset)
+    manifest_hash = manifest.manifest_hash()
+    splits = store.splits(manifest, spec)
+    shared, scoped = {}, []
+    for name in names:
+        try:
+            shared[name] = store.resolve(name, dataset, manifest_hash)
+        except ScopedFeatureError:
+            scoped.append(name)
+    per_split = [{**shared, **{name: store.resolve(name, dataset, manifest_hash,
+                                                   Scope(dataset, spec.name, split.key, split.index))
+                               for name in scoped}} for split in splits]
+    return _SplitSets(splits, [{name: sets[name] for name in names} for sets in per_split], frozenset(scoped))
+
+
+def _set_names(sets: _SplitSets) -> dict[str, Any]:
+    """What a run's spec records: a set's name, or its name on every split for a scoped feature."""
+    return {name: ([s[name].name for s in sets.per_split] if name in sets.scoped else sets.per_split[0][name].name)
+            for name in sets.per_split[0]}
 
 
 def _fit_cross(store: FeatureStore, pair: tuple[str | None, str | None], combos: list[tuple[str, ...]],
                names: list[str], regressors: list[str], plot_dir: str | Path | None,
                running: dict[str, Any]) -> FitOutcome:
-    """Cross-dataset: the test dataset's sets must match the training sets' extractor settings."""
+    """Cross-dataset: the test dataset's sets must match the training sets' extractor settings.
+
+    A feature trained per split takes its set trained on every row of the training dataset
+    (``iqa-store train STAGE --protocol train-all``), on both sides.
+    """
     from iqa_store.fingerprint import fingerprint
     from iqa_store.fit import REGRESSORS, RunLog, fit_grid
     from iqa_store.fit.evaluation import CROSS_DATASET, cross_dataset_inputs, cross_dataset_name, match_feature_sets
@@ -189,8 +204,9 @@ def _fit_cross(store: FeatureStore, pair: tuple[str | None, str | None], combos:
     train, test = pair
     if not (train and test):
         raise ValueError("cross-dataset fitting needs both a training dataset (--train) and a test dataset (--test)")
-    train_sets = _resolve_sets(store, train, names)
-    test_sets = match_feature_sets(train_sets, {n: [c for c in store.feature_sets(test, fs.extractor) if c.is_complete]
+    train_sets = _resolve_training_sets(store, train, names)
+    test_sets = match_feature_sets(train_sets, {n: [c for c in store.feature_sets(test, fs.extractor)
+                                                    if c.is_complete and c.scope == fs.scope]
                                                 for n, fs in train_sets.items()}, test)
     manifests = [store.load_manifest(train), store.load_manifest(test, next(iter(test_sets.values())).attrs["manifest_hash"])]
     matrix, mos, split = cross_dataset_inputs(*((_feature_matrix(sets, m.ids), m)
@@ -207,25 +223,46 @@ def _fit_cross(store: FeatureStore, pair: tuple[str | None, str | None], combos:
     return FitOutcome(result.table, aggregate(result.table), run_dir, plots)
 
 
-def _resolve_sets(store: FeatureStore, dataset: str, names: list[str]) -> dict[str, Any]:
-    manifest_hash = store.load_manifest(dataset).manifest_hash()
-    return {name: store.resolve(name, dataset, manifest_hash) for name in names}
+def _resolve_training_sets(store: FeatureStore, dataset: str, names: list[str]) -> dict[str, Any]:
+    """The training dataset's sets; scoped features: the set trained on all of its rows (train-all)."""
+    from iqa_store.splits import ProtocolSpec
+    from iqa_store.store import Scope, ScopedFeatureError
+    manifest = store.load_manifest(dataset)
+    manifest_hash = manifest.manifest_hash()
+    resolved = {}
+    for name in names:
+        try:
+            resolved[name] = store.resolve(name, dataset, manifest_hash)
+        except ScopedFeatureError:
+            split = store.splits(manifest, ProtocolSpec("train-all"))[0]
+            resolved[name] = store.resolve(name, dataset, manifest_hash, Scope(dataset, "train-all", split.key, 0))
+    return resolved
 
 
-def _fit_dataset(store: FeatureStore, dataset: str, sets: dict[str, Any], combos: list[tuple[str, ...]], spec: Any,
+def _fit_dataset(store: FeatureStore, dataset: str, sets: _SplitSets, combos: list[tuple[str, ...]], spec: Any,
                  regressors: list[str], running: dict[str, Any], run: tuple[Path, dict[str, Any]]) -> Any:
     """One dataset's grid, appended to (and resumed from) the run directory ``run[0]``.
 
-    ``running``: ``progress`` and ``executor`` for ``fit_grid``.
+    Without scoped features one matrix serves every split; with them, each split is fitted on
+    its own matrix, whose scoped blocks are the sets trained on that split.
     """
-    from iqa_store.fit import RunLog
+    import pandas as pd
+
+    from iqa_store.fit import GridResult, RunLog
     from iqa_store.fit.evaluation import evaluate  # fit_grid, or no fitting for zero-shot
     manifest = store.load_manifest(dataset)
-    matrix = _feature_matrix(sets, manifest.ids)
-    splits = _splits(store, manifest, spec)
+    groups = [(sets.splits, sets.per_split[0])] if not sets.scoped else \
+        [([split], split_sets) for split, split_sets in zip(sets.splits, sets.per_split)]
+    results = []
     with RunLog(*run) as log:
-        return evaluate(matrix, combos, manifest.mos, splits, regressors, dataset=dataset, protocol=spec.name,
-                        log=log, **running)
+        for splits, split_sets in groups:
+            matrix = _feature_matrix(split_sets, manifest.ids)
+            results.append(evaluate(matrix, combos, manifest.mos, splits, regressors, dataset=dataset,
+                                    protocol=spec.name, log=log, **running))
+    if len(results) == 1:
+        return results[0]
+    return GridResult(pd.concat([r.table for r in results], ignore_index=True),
+                      [p for r in results for p in r.predictions])
 
 
 def _feature_matrix(sets: dict[str, Any], ids: list[str]) -> Any:
@@ -252,14 +289,14 @@ def _aligned(fs: Any, ids: list[str], out: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _splits(store: FeatureStore, manifest: Any, spec: Any) -> list[Any]:
-    """Splits are stored under their key and reused: identical for every combination and run.
+def train(stage: str, *, store: FeatureStore | str | None = None, **arguments: Any) -> list[Any]:
+    """Train ``stage`` and register its encoder(s): one report per model (``iqa_store.train.train``).
 
-    Datasets with reference images (synthetic distortions) are split by reference, CID2013 by
-    scene subset within each image set, so no content appears on both sides.
+        api.train("reiqa-quality", images="~/data/kadis", steps=1000, batch_size=64)
+        api.train("cnniqa", dataset="koniq", protocol="random-80-20")   # one model per split
     """
-    from iqa_store.splits import stored_splits
-    return stored_splits(store.splits_dir, manifest, spec)
+    from iqa_store.train import train as run
+    return run(stage, store=_store(store), **arguments)
 
 
 def dask_executor(scheduler: str | None = None, workers: int | None = None) -> Any:
@@ -276,9 +313,13 @@ def _plots(result: Any, folder: Path, dataset: str) -> list[Path]:
 
 
 def _has_all(store: FeatureStore, dataset: str, names: list[str]) -> bool:
+    from iqa_store.store import ScopedFeatureError
     try:
         for name in names:
-            store.resolve(name, dataset)
+            try:
+                store.resolve(name, dataset)
+            except ScopedFeatureError:
+                continue  # trained per split: resolved split by split when fitted
     except StoreError:
         return False
     return True

@@ -16,7 +16,7 @@ from conftest import write_images
 from iqa_store.cli import COMMANDS, cli
 from iqa_store.datasets import load_manifest
 from iqa_store.store import FeatureStore
-from iqa_store.store.transfer import ImportedFeatures, import_feature_set
+from iqa_store.store.transfer import import_feature_set, imported_identity
 
 CLI = str(Path(sys.executable).parent / "iqa-store")
 
@@ -32,7 +32,7 @@ def filled_store(tmp_path: Path) -> tuple[Path, str, str]:
     np.save(tmp_path / "f.npy", np.arange(20, dtype=np.float32).reshape(5, 4))
     (tmp_path / "f.ids.txt").write_text("\n".join(names[:5]) + "\n")  # the sixth image is missing
     complete = import_feature_set(store, tmp_path / "f.npy", manifest, "feat")
-    partial, _ = store.open_or_create(manifest, ImportedFeatures(name="other", source_sha256="0", source_dim=4))
+    partial, _ = store.open_or_create(manifest, imported_identity(name="other", source_sha256="0", source_dim=4))
     return store.root, complete.name, partial.name
 
 

@@ -25,7 +25,7 @@ import torch
 
 from conftest import start_together, write_images
 from iqa_store.datasets import load_manifest
-from iqa_store.extraction.runner import extract
+from iqa_store.extraction.runner import extract, feature_identity
 from iqa_store.extractors import RunOptions, create_extractor
 from iqa_store.extractors.clip import OpenClipExtractor
 from iqa_store.store import DONE, FAILED, FeatureSet, FeatureStore
@@ -71,7 +71,7 @@ def _cli_args(root: Path, store: Path, *extra: str) -> list[str]:
 def _precreate(store: Path, root: Path) -> FeatureSet:
     """The set the CLI will fill, created with 4-row chunks."""
     fs, created = FeatureStore(store, chunk_bytes=CHUNK_BYTES).open_or_create(
-        _manifest(root), create_extractor(MODEL, random_init=True))
+        _manifest(root), feature_identity(create_extractor(MODEL, random_init=True)))
     assert created and fs.rows_per_chunk == ROWS_PER_CHUNK
     return fs
 
@@ -313,7 +313,8 @@ def test_fingerprints_follow_inputs_and_never_overwrite(tiny_clip: str, image_da
     first = _run_inprocess(_manifest(image_dataset), base, store)
     fs = store.get(first.feature_set)
     values, digest = fs.read(), _tree_digest(fs.path)
-    same, created = store.open_or_create(_manifest(image_dataset), create_extractor(tiny_clip, random_init=True))
+    same, created = store.open_or_create(_manifest(image_dataset),
+                                         feature_identity(create_extractor(tiny_clip, random_init=True)))
     assert not created and same.path == fs.path
 
     # every setting that changes the numbers changes the extractor fingerprint

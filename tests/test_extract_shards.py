@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from conftest import one_line_error, start_together, write_images
 from iqa_store import api
 from iqa_store.datasets import load_manifest
-from iqa_store.extraction.runner import _Images, extract
+from iqa_store.extraction.runner import _Images, extract, feature_identity
 from iqa_store.extractors import RunOptions, create_extractor
 from iqa_store.store import FeatureSet, FeatureStore
 from iqa_store.store.files import read_json
@@ -183,7 +183,7 @@ def _cli_args(root: Path, store: Path, *extra: str) -> list[str]:
 def test_two_shard_processes_through_the_cli(tiny_clip: str, dataset: Path, reference: np.ndarray,
                                              tmp_path: Path) -> None:
     store = tmp_path / "S"
-    fs, created = FeatureStore(store, chunk_bytes=CHUNK_BYTES).open_or_create(_manifest(dataset), _extractor())
+    fs, created = FeatureStore(store, chunk_bytes=CHUNK_BYTES).open_or_create(_manifest(dataset), feature_identity(_extractor()))
     assert created and fs.n_chunks == N_CHUNKS
     # Hold the set exclusively (as `rm` would) until both processes wait on its writer lock, then
     # let them go together: both then hold the (shared) writer lock at the same time.
@@ -274,8 +274,8 @@ def test_two_creators_race_to_one_set(tiny_clip: str, dataset: Path, tmp_path: P
     results: list = [None, None]
 
     def create(i: int, chunk_bytes: int) -> None:
-        results[i] = FeatureStore(tmp_path / "S", chunk_bytes=chunk_bytes).open_or_create(_manifest(dataset),
-                                                                                         _extractor())[0]
+        results[i] = FeatureStore(tmp_path / "S", chunk_bytes=chunk_bytes).open_or_create(
+            _manifest(dataset), feature_identity(_extractor()))[0]
     threads = [threading.Thread(target=create, args=(i, b)) for i, b in enumerate((CHUNK_BYTES, 2 * CHUNK_BYTES))]
     for thread in threads:
         thread.start()

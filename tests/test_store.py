@@ -26,7 +26,7 @@ from iqa_store.datasets import load_manifest
 from iqa_store.store import DONE, FAILED, PENDING, ChunkResult, FeatureSet, FeatureStore, StoreError
 from iqa_store.store import get_encoder, list_encoders, save_encoder
 from iqa_store.store.featureset import build_feature_set
-from iqa_store.store.transfer import ImportedFeatures, import_feature_set
+from iqa_store.store.transfer import import_feature_set, imported_identity
 
 DIM = 8
 CHUNK_BYTES = 4 * DIM * 4  # 4 rows per chunk
@@ -132,12 +132,12 @@ def test_rm_removes_and_refuses_while_written(store: FeatureStore, toy, tmp_path
 
 def test_gc_collects_only_abandoned_work(store: FeatureStore, toy, tmp_path: Path) -> None:
     complete, _ = _import(store, toy, "done", 0, tmp_path / "in")
-    partial, _ = store.open_or_create(toy, ImportedFeatures(name="partial", source_sha256="a", source_dim=DIM))
+    partial, _ = store.open_or_create(toy, imported_identity(name="partial", source_sha256="a", source_dim=DIM))
     lock = partial.chunk_lock(0)
     assert lock.acquire()
     partial.commit_chunk(ChunkResult(0, np.ones((4, DIM), np.float32), np.full(4, DONE, np.int8), {}), lock.holder())
     lock.release()
-    busy, _ = store.open_or_create(toy, ImportedFeatures(name="busy", source_sha256="b", source_dim=DIM))
+    busy, _ = store.open_or_create(toy, imported_identity(name="busy", source_sha256="b", source_dim=DIM))
     assert not partial.is_complete and not busy.is_complete
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -172,7 +172,7 @@ def test_import_waits_for_rm_and_gc(store: FeatureStore, toy, tmp_path: Path) ->
     import threading
     values = np.random.default_rng(3).normal(size=(len(toy), DIM)).astype(np.float32)
     source = _npy(tmp_path / "in", "src", values, toy.ids)
-    fs, _ = store.open_or_create(toy, ImportedFeatures(name="feat", source_sha256=_sha(source), source_dim=DIM))
+    fs, _ = store.open_or_create(toy, imported_identity(name="feat", source_sha256=_sha(source), source_dim=DIM))
     with store.writer_lock(fs, exclusive=True, blocking=False) as held:
         assert held
         worker = threading.Thread(target=import_feature_set, args=(store, source, toy, "feat"))
@@ -205,7 +205,7 @@ def test_existing_set_is_never_rebuilt(store: FeatureStore, toy, tmp_path: Path)
 
 def test_uncommitted_rows_read_as_pending(store: FeatureStore, toy) -> None:
     import zarr
-    fs, _ = store.open_or_create(toy, ImportedFeatures(name="p", source_sha256="c", source_dim=DIM))
+    fs, _ = store.open_or_create(toy, imported_identity(name="p", source_sha256="c", source_dim=DIM))
     # data written without its marker (a writer killed before committing) is not trusted
     zarr.open_array(fs.path / "features", mode="r+")[4:8] = np.ones((4, DIM), np.float32)
     zarr.open_array(fs.path / "status", mode="r+")[4:8] = np.full(4, DONE, np.int8)
@@ -244,7 +244,7 @@ def test_encoders_round_trip_and_ls(store: FeatureStore) -> None:
 def test_short_names_resolve_per_dataset(store: FeatureStore, toy, tmp_path: Path) -> None:
     b16, _ = _import(store, toy, "clip-vitb16", 0, tmp_path / "in")
     brisque, _ = _import(store, toy, "brisque", 0, tmp_path / "in")
-    store.open_or_create(toy, ImportedFeatures(name="clip-vitl14", source_sha256="x", source_dim=DIM))  # partial
+    store.open_or_create(toy, imported_identity(name="clip-vitl14", source_sha256="x", source_dim=DIM))  # partial
     assert store.resolve("clip-vitb16", "toy").path == b16.path
     assert store.resolve("clip", "toy").path == b16.path  # the only complete clip-* set
     assert store.resolve("brisque", "toy").path == brisque.path

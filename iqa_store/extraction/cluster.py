@@ -1,7 +1,7 @@
 """Extraction on an existing Dask cluster: the set's row chunks split into shards, one task each.
 
-Each task runs ``api.extract(..., shard=(i, n))`` on its worker, exactly what ``iqa-store extract
---shard i/n`` does on a machine: the device ("auto") is resolved there, so a worker with a GPU
+Each task runs the request's shard ``(i, n)`` on its worker (``jobs.run_shard``), exactly what
+``iqa-store extract --shard i/n`` does on a machine: the device ("auto") is resolved there, so a worker with a GPU
 computes on ``cuda``. When the workers advertise a ``GPU`` resource (``dask worker ...
 --resources GPU=1``) each task asks for one, so a GPU runs one shard at a time; the default
 number of shards is then the number of GPUs, otherwise the number of workers.
@@ -18,6 +18,7 @@ workers with ``--no-nanny`` (or ``distributed.worker.daemon: False``) for parall
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from iqa_store.extraction.runner import ExtractionReport, Failure
+from iqa_store.requests import ExtractRequest
 
 __all__ = ["ClusterReport", "extract_on_cluster"]
 
@@ -106,12 +108,12 @@ class ClusterReport:
         return "\n".join(lines)
 
 
-def extract_on_cluster(scheduler: str, task: dict[str, Any], shards: int | None = None, *,
+def extract_on_cluster(scheduler: str, request: ExtractRequest, store: Any, shards: int | None = None, *,
                        log: Callable[[str], None] = print) -> ClusterReport:
-    """Run ``api.extract(**task, shard=(i, n))`` for every shard ``i`` on the cluster at ``scheduler``.
+    """Run shard ``(i, n)`` of ``request`` for every ``i`` on the cluster at ``scheduler``.
 
-    ``task`` holds ``api.extract``'s arguments with paths the workers can open (absolute, on the
-    shared filesystem). Logs one line per finished shard; returns the combined report.
+    ``request`` and ``store`` with paths the workers can open (absolute, on the shared
+    filesystem). Logs one line per finished shard; returns the combined report.
     """
     from distributed import Client, as_completed
 
@@ -129,7 +131,7 @@ def extract_on_cluster(scheduler: str, task: dict[str, Any], shards: int | None 
             + (f", one shard per GPU at a time ({gpus:g} GPU(s))" if resources else ""))
         report = ClusterReport("", "failed", 0, count, scheduler)
         token = uuid.uuid4().hex[:8]
-        futures = {client.submit(_shard_task, task, (i, count), key=f"iqa-extract-shard-{i}of{count}-{token}",
+        futures = {client.submit(_shard_task, request, store, (i, count), key=f"iqa-extract-shard-{i}of{count}-{token}",
                                  resources=resources, pure=False): i for i in range(count)}
         interrupted = False
         try:
@@ -153,13 +155,13 @@ def extract_on_cluster(scheduler: str, task: dict[str, Any], shards: int | None 
             interrupted = True
             client.cancel(list(futures))
         report.seconds = time.perf_counter() - started
-        _combine(client, report, task, interrupted)
+        _combine(client, report, store, interrupted)
         return report
     finally:
         client.close()
 
 
-def _combine(client: Any, report: ClusterReport, task: dict[str, Any], interrupted: bool) -> None:
+def _combine(client: Any, report: ClusterReport, store: Any, interrupted: bool) -> None:
     names = sorted({run.report.feature_set for run in report.runs.values()})
     if len(names) > 1:  # e.g. a CPU worker and a GPU worker: another precision, another set
         report.errors["set"] = (f"the shards produced different feature sets ({', '.join(names)}): the workers "
@@ -173,7 +175,7 @@ def _combine(client: Any, report: ClusterReport, task: dict[str, Any], interrupt
         # one place (and marks it, should a shared filesystem have shown a shard a stale listing).
         try:
             complete, report.pending, report.failures = client.submit(
-                _finish, task["store"], names[0], pure=False, key=f"iqa-extract-finish-{uuid.uuid4().hex[:8]}").result()
+                _finish, store, names[0], pure=False, key=f"iqa-extract-finish-{uuid.uuid4().hex[:8]}").result()
         except Exception as error:
             complete = False
             report.errors.setdefault("set", f"could not check the set's completion: {type(error).__name__}: {error}")
@@ -189,16 +191,15 @@ def _combine(client: Any, report: ClusterReport, task: dict[str, Any], interrupt
         report.status = "complete" if complete else "partial"
 
 
-def _shard_task(task: dict[str, Any], shard: tuple[int, int]) -> ShardRun:
+def _shard_task(request: ExtractRequest, store: Any, shard: tuple[int, int]) -> ShardRun:
     """Runs on a worker: one shard, the device resolved here."""
-    from iqa_store import api
-    kwargs = dict(task)
-    device = api.resolve_device(kwargs.pop("device", "auto"))
+    from iqa_store.extraction.jobs import resolve_device, run_shard
+    device = resolve_device(request.device)
 
     def log(line: str) -> None:
         _logger.warning("shard %d/%d: %s", *shard, line)  # in the worker's log
 
-    report = api.extract(**kwargs, device=device, shard=shard, progress=False, log=log)
+    report = run_shard(dataclasses.replace(request, device=device), store, shard, log=log)
     return ShardRun(report, _worker_name(), device)
 
 

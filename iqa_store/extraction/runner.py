@@ -29,7 +29,7 @@ import numpy as np
 from iqa_store.datasets.manifest import Manifest
 from iqa_store.extractors.base import Extractor, RunOptions
 from iqa_store.images import ImageReadError
-from iqa_store.store import DONE, FAILED, ChunkResult, FeatureSet, FeatureStore
+from iqa_store.store import DONE, FAILED, ChunkResult, FeatureIdentity, FeatureSet, FeatureStore, Scope
 
 _WAIT_SECONDS = 2.0
 _SHARD_FORMAT = "I/N (shard I of N, 0 <= I < N), e.g. 0/4"
@@ -225,16 +225,24 @@ class _ChunkBuffer:
         self.failures[row] = reason
 
 
+def feature_identity(extractor: Extractor, scope: Scope | None = None) -> FeatureIdentity:
+    """What the store records of an extractor: its identity, never the object."""
+    return FeatureIdentity(extractor.name, extractor.fingerprint(), extractor.fingerprint_inputs(), extractor.settings(),
+                           extractor.dim, scope)
+
+
 def extract(manifest: Manifest, extractor: Extractor, store: FeatureStore, options: RunOptions = RunOptions(), *,
-            shard: tuple[int, int] | None = None, progress: bool = True,
+            shard: tuple[int, int] | None = None, scope: Scope | None = None, progress: bool = True,
             log: Callable[[str], None] = print) -> ExtractionReport:
     """Compute ``extractor`` on every image of ``manifest`` that the store does not have yet.
 
     ``shard=(i, n)``: compute only the row chunks ``k`` with ``k % n == i`` (see the module
     docstring); the report's status is "partial" when other shards' chunks are still pending.
+    ``scope``: the split the extractor's weights were trained on (from their registry record),
+    kept with the feature set so a fit uses it on that split only.
     """
     shard = check_shard(shard) if shard is not None else None
-    fs, _ = store.open_or_create(manifest, extractor)
+    fs, _ = store.open_or_create(manifest, feature_identity(extractor, scope))
     report = ExtractionReport(fs.name, "cached", fs.n_rows, shard=shard, chunks=fs.n_chunks)
     if fs.is_complete:
         report.failures = _failures(fs)

@@ -22,6 +22,8 @@ EXTRACTORS.register("altclip", "iqa_store.extractors.altclip:AltClip",
                     help="AltCLIP ViT-L/14 image embedding, BAAI/AltCLIP via transformers (768-d)")
 EXTRACTORS.register("brisque", "iqa_store.extractors.brisque:Brisque",
                     help="BRISQUE, 36 natural-scene statistics (Mittal et al. 2012), MATLAB-exact")
+EXTRACTORS.register("cnniqa", "iqa_store.extractors.cnniqa:Cnniqa",
+                    help="CNNIQA patch network (Kang et al. 2014), trained per split: --protocol P (800-d, or 512)")
 EXTRACTORS.register("clip-vitb16", "iqa_store.extractors.clip:clip_vitb16", help="OpenAI CLIP ViT-B/16 image embedding (512-d)")
 EXTRACTORS.register("clip-vitb32", "iqa_store.extractors.clip:clip_vitb32", help="OpenAI CLIP ViT-B/32 image embedding (512-d)")
 EXTRACTORS.register("clip-vitl14", "iqa_store.extractors.clip:clip_vitl14", help="OpenAI CLIP ViT-L/14 image embedding (768-d)")

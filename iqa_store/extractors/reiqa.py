@@ -8,13 +8,13 @@ ImageNet mean/std for the content encoder only (the quality encoder sees raw val
 
 Weights, exactly one of:
 
-* ``encoder``: an encoder in the store's registry (``iqa-store ls``), written by our pretraining
-  (``iqa_store.train``). Its stage must be this extractor's; its config names the backbone
-  and the input normalisation it was trained with. Its fingerprint is in the feature set's.
 * ``weights``: a checkpoint file: the published ``reiqa_ckpts/*_aware_r50.pth`` (a DataParallel
   state dict under 'model': ``module.encoder.*`` plus the training head, ignored), a
-  registry-style file (``backbone.*``) or a bare backbone state dict. The backbone is the
-  ``BACKBONES`` entry whose keys and shapes the file matches exactly.
+  registry encoder's ``model.safetensors`` (``backbone.*``, from our training stages) or a bare
+  backbone state dict. The backbone is the ``BACKBONES`` entry whose keys and shapes the file
+  matches exactly. With a registry encoder (``--weights registry:NAME``, resolved by
+  ``iqa_store.extraction.weights``) ``encoder_config`` is its config: the backbone and the
+  input normalisation it was trained with.
 * ``random_init`` with ``seed``: for tests only.
 
 Images keep their own sizes, so a batch is run as one forward pass per distinct image shape.
@@ -39,8 +39,6 @@ from iqa_store.nets import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbon
 if TYPE_CHECKING:
     import torch
 
-    from iqa_store.store.encoders import EncoderRecord
-
 DEFAULT_BACKBONE = "resnet50"
 NORMALIZATIONS = ("none", "imagenet")
 # Where the backbone's weights sit inside a checkpoint, after 'module.' is stripped: the published
@@ -51,52 +49,43 @@ Pair = tuple["torch.Tensor", "torch.Tensor"]  # one image at full and at half sc
 
 @dataclass
 class ReiqaExtractor(Extractor):
-    encoder: str | None = None  # registry id: NAME or NAME/FINGERPRINT-PREFIX
     weights: str | None = None
     backbone: str | None = None  # None: the encoder's config, the file's exact match, or resnet50 for random_init
     random_init: bool = False
     seed: int = 0  # only used with random_init
     precision: str = "fp32"  # fp32, bf16 or fp16 (autocast)
-    store: str | None = None  # where ``encoder`` is looked up; not a setting: the encoder's fingerprint is
+    encoder_config: dict[str, Any] | None = None  # a registry encoder's config (backbone, input_normalization)
     version = "1"
     licence = "published checkpoints: see avinabsaha/ReIQA; encoders you pretrain: yours"
     normalization: ClassVar[str]  # the reference extraction's input normalisation for this encoder
     published_file: ClassVar[str]
-    _record: "EncoderRecord | None" = field(default=None, init=False, repr=False, compare=False)
     _state: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
     _model: Any = field(default=None, init=False, repr=False, compare=False)
     _device: str = field(default="cpu", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        chosen = [option for option in ("encoder", "weights", "random_init") if getattr(self, option)]
+        chosen = [option for option in ("weights", "random_init") if getattr(self, option)]
         if len(chosen) > 1:
-            raise ExtractorError(f"{self.name}: give one of --encoder, --weights or --random-init, not {chosen}")
+            raise ExtractorError(f"{self.name}: give one of --weights or --random-init, not {chosen}")
         if self.backbone is not None:
             BACKBONES.get(self.backbone)  # an unknown name fails here, listing the known ones
-        if self.encoder:
-            self._record = self._registered_encoder()
-            self._load(self._record.load_state_dict(), str(self._record.weights_path), self._record.config["backbone"])
-        elif self.weights:
+        if self.encoder_config is not None:
+            self._check_encoder_config()
+        if self.weights:
             self.weights = existing_weights_file(self.weights)
-            self._load(load_state_dict(self.weights), self.weights, self.backbone)
+            backbone = (self.encoder_config or {}).get("backbone", self.backbone)
+            self._load(load_state_dict(self.weights), self.weights, backbone)
         elif self.random_init:
             self.backbone = self.backbone or DEFAULT_BACKBONE
 
-    def _registered_encoder(self) -> "EncoderRecord":
-        from iqa_store.store import FeatureStore
-        from iqa_store.store.encoders import get_encoder
-        record = get_encoder(FeatureStore(self.store), self.encoder)
-        stage = record.config.get("stage")
-        if stage != self.name:
-            raise ExtractorError(f"encoder {record.id} was trained by stage {stage!r}, not {self.name!r}: "
-                                 f"extract it with the extractor of its stage")
-        if record.config.get("input_normalization") not in NORMALIZATIONS:
-            raise ExtractorError(f"encoder {record.id}: input_normalization must be one of {NORMALIZATIONS}, "
-                                 f"not {record.config.get('input_normalization')!r}")
-        if self.backbone not in (None, record.config["backbone"]):
-            raise ExtractorError(f"encoder {record.id} is a {record.config['backbone']}, not a {self.backbone}")
-        return record
+    def _check_encoder_config(self) -> None:
+        config = self.encoder_config or {}
+        if config.get("input_normalization") not in NORMALIZATIONS:
+            raise ExtractorError(f"{self.name}: the encoder's input_normalization must be one of {NORMALIZATIONS}, "
+                                 f"not {config.get('input_normalization')!r}")
+        if self.backbone not in (None, config.get("backbone")):
+            raise ExtractorError(f"{self.name}: the encoder is a {config.get('backbone')}, not a {self.backbone}")
 
     def _load(self, state: dict[str, Any], source: str, backbone: str | None) -> None:
         """Keep the backbone's tensors for ``prepare`` and settle which backbone they fit."""
@@ -110,7 +99,7 @@ class ReiqaExtractor(Extractor):
 
     def input_normalization(self) -> str:
         """What the encoder was trained on: its registry config says; else the reference extraction's."""
-        return self._record.config["input_normalization"] if self._record else self.normalization
+        return self.encoder_config["input_normalization"] if self.encoder_config else self.normalization
 
     def settings(self) -> dict[str, Any]:
         return {"backbone": self.backbone, "precision": self.precision,
@@ -121,21 +110,20 @@ class ReiqaExtractor(Extractor):
     def weights_identity(self) -> dict[str, Any]:
         if self.random_init:
             return {"random_init": True, "seed": self.seed}
-        if self._record:
-            return {"encoder": self._record.id, "weights_sha256": self._record.weights_sha256}
         if self.weights:
             return {"file": Path(self.weights).name, "sha256": cached_sha256(self.weights)}
         raise self._no_weights_error()
 
     def weights_source(self) -> str:
-        return f"--encoder from the store's registry, or --weights reiqa_ckpts/{self.published_file} (avinabsaha/ReIQA)"
+        return (f"--weights registry:NAME (an encoder from `iqa-store train {self.name}`), or --weights "
+                f"reiqa_ckpts/{self.published_file} (avinabsaha/ReIQA)")
 
     def weights_available(self) -> bool:
-        return bool(self.encoder or self.weights or self.random_init)
+        return bool(self.weights or self.random_init)
 
     def _no_weights_error(self) -> ExtractorError:
-        return ExtractorError(f"{self.name} needs weights: --encoder NAME[/FINGERPRINT] (see `iqa-store ls`) or "
-                              f"--weights FILE (the published reiqa_ckpts/{self.published_file})")
+        return ExtractorError(f"{self.name} needs weights: --weights registry:NAME[/FINGERPRINT] (see `iqa-store ls`) "
+                              f"or --weights FILE (the published reiqa_ckpts/{self.published_file})")
 
     # --- worker side -----------------------------------------------------------------------
     def load_item(self, path: Path) -> Pair:

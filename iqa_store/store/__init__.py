@@ -2,7 +2,9 @@
 
 from iqa_store.store.encoders import EncoderRecord, get_encoder, list_encoders, save_encoder
 from iqa_store.store.featureset import DONE, FAILED, PENDING, ChunkResult, FeatureSet
-from iqa_store.store.store import FeatureStore, GcItem, StoreError, default_root
+from iqa_store.store.scope import Scope
+from iqa_store.store.store import FeatureIdentity, FeatureStore, GcItem, ScopedFeatureError, StoreError, default_root
 
-__all__ = ["ChunkResult", "DONE", "EncoderRecord", "FAILED", "FeatureSet", "FeatureStore", "GcItem", "PENDING",
-           "StoreError", "default_root", "get_encoder", "list_encoders", "save_encoder"]
+__all__ = ["ChunkResult", "DONE", "EncoderRecord", "FAILED", "FeatureIdentity", "FeatureSet", "FeatureStore", "GcItem",
+           "PENDING", "Scope", "ScopedFeatureError", "StoreError", "default_root", "get_encoder", "list_encoders",
+           "save_encoder"]

@@ -1,7 +1,9 @@
 """Encoders in the registry: safetensors weights + config + provenance + fingerprint.
 
 Layout of ``encoders/<name>/<fingerprint>/``: ``model.safetensors``, ``encoder.json``
-(config, provenance, fingerprint, created). A folder appears in one rename, complete.
+(config, provenance, scope, fingerprint, created). A folder appears in one rename, complete.
+The config names the extractor that reads it (``reader``); the scope, for an encoder trained on
+one split's training rows, which split (``iqa_store.store.scope``).
 Weights are only ever read through safetensors: nothing in the registry is unpickled.
 """
 
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from iqa_store.fingerprint import file_sha256, fingerprint
 from iqa_store.store.featureset import now_iso
 from iqa_store.store.files import read_json, write_json_atomic
+from iqa_store.store.scope import Scope, scope_from_dict
 
 if TYPE_CHECKING:
     from iqa_store.store.store import FeatureStore
@@ -32,6 +35,7 @@ class EncoderRecord:
     provenance: dict[str, Any]
     weights_sha256: str
     created: str
+    scope: Scope | None = None
 
     @property
     def id(self) -> str:
@@ -47,8 +51,8 @@ class EncoderRecord:
 
 
 def save_encoder(store: "FeatureStore", name: str, state_dict: dict[str, Any], config: dict[str, Any],
-                 provenance: dict[str, Any]) -> EncoderRecord:
-    """Write an encoder; its fingerprint covers the weights' bytes and the config."""
+                 provenance: dict[str, Any], scope: Scope | None = None) -> EncoderRecord:
+    """Write an encoder; its fingerprint covers the weights' bytes, the config and the scope."""
     from safetensors.torch import save_file
 
     staging = store.staging_path()
@@ -56,9 +60,14 @@ def save_encoder(store: "FeatureStore", name: str, state_dict: dict[str, Any], c
     tensors = {key: value.detach().contiguous().cpu() for key, value in state_dict.items()}
     save_file(tensors, str(staging / WEIGHTS_FILE))
     weights_sha = file_sha256(staging / WEIGHTS_FILE)
-    fp = fingerprint({"name": name, "config": config, "weights": weights_sha})
+    identity = {"name": name, "config": config, "weights": weights_sha}
+    if scope is not None:  # unscoped encoders keep the fingerprints they had before scopes existed
+        identity["scope"] = scope.to_dict()
+    fp = fingerprint(identity)
     write_json_atomic(staging / RECORD_FILE, {"name": name, "fingerprint": fp, "config": config,
-                                              "provenance": provenance, "weights_sha256": weights_sha, "created": now_iso()})
+                                              "provenance": provenance, "weights_sha256": weights_sha,
+                                              "scope": None if scope is None else scope.to_dict(),
+                                              "created": now_iso()})
     final = store.encoders_dir / name / fp
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -71,7 +80,7 @@ def save_encoder(store: "FeatureStore", name: str, state_dict: dict[str, Any], c
 def _record(path: Path) -> EncoderRecord:
     data = read_json(path / RECORD_FILE)
     return EncoderRecord(data["name"], data["fingerprint"], path, data["config"], data["provenance"],
-                         data["weights_sha256"], data["created"])
+                         data["weights_sha256"], data["created"], scope_from_dict(data.get("scope")))
 
 
 def list_encoders(store: "FeatureStore") -> list[EncoderRecord]:

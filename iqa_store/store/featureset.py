@@ -30,6 +30,7 @@ import numpy as np
 import zarr
 
 from iqa_store.store.files import FileLock, read_json, write_json_atomic
+from iqa_store.store.scope import Scope, scope_from_dict
 
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
@@ -77,6 +78,11 @@ class FeatureSet:
     @property
     def name(self) -> str:
         return f"{self.dataset}/{self.extractor}/{self.fingerprint}"
+
+    @property
+    def scope(self) -> "Scope | None":
+        """The split the extractor's weights were trained on (``iqa_store.store.scope``); None: unscoped."""
+        return scope_from_dict(self.attrs.get("scope"))
 
     @property
     def n_rows(self) -> int:

@@ -9,15 +9,16 @@ import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from iqa_store.fingerprint import fingerprint
 from iqa_store.store.featureset import DONE, FeatureSet, build_feature_set, now_iso
 from iqa_store.store.files import FileLock, read_json, write_json_atomic
+from iqa_store.store.scope import Scope
 
 if TYPE_CHECKING:
     from iqa_store.datasets.manifest import Manifest
-    from iqa_store.extractors.base import Extractor
+    from iqa_store.splits import ProtocolSpec, Split
 
 _TMP_GRACE_SECONDS = 3600  # temporary files live milliseconds; older ones were left by a crash
 DEFAULT_CHUNK_BYTES = 1 << 20  # at least ~1 MB per row chunk: few, large files on disk
@@ -26,6 +27,22 @@ _VERSIONED_PACKAGES = ("iqa-store", "numpy", "torch", "open_clip_torch", "zarr",
 
 class StoreError(RuntimeError):
     """A feature set name that resolves to nothing or to several sets, or a busy store."""
+
+
+class ScopedFeatureError(StoreError):
+    """A name whose only feature sets were trained per split: it resolves per split, with a scope."""
+
+
+@dataclass(frozen=True)
+class FeatureIdentity:
+    """What the store needs to know of the extractor behind a feature set (never the extractor itself)."""
+
+    name: str
+    fingerprint: str  # covers weights, preprocessing and version
+    inputs: dict[str, Any]  # what the fingerprint was computed from, kept for people
+    settings: dict[str, Any]
+    dim: int
+    scope: Scope | None = None  # the split its weights were trained on; None: usable everywhere
 
 
 def default_root() -> Path:
@@ -75,26 +92,29 @@ class FeatureStore:
     def rows_per_chunk(self, dim: int) -> int:
         return max(1, -(-self.chunk_bytes // (4 * dim)))
 
-    def open_or_create(self, manifest: "Manifest", extractor: "Extractor") -> tuple[FeatureSet, bool]:
+    def open_or_create(self, manifest: "Manifest", extractor: FeatureIdentity) -> tuple[FeatureSet, bool]:
         """The feature set for this manifest and extractor; created (empty) if new.
 
-        The fingerprint covers the extractor (weights, preprocessing, version) and the
-        manifest (ids, file sizes and mtimes): a changed input is a new set, never an overwrite.
+        The fingerprint covers the extractor (weights, preprocessing, version), its scope and
+        the manifest (ids, file sizes and mtimes): a changed input is a new set, never an overwrite.
         """
-        extractor_fp = extractor.fingerprint()
         manifest_hash = manifest.manifest_hash()
-        fp = fingerprint({"extractor": extractor_fp, "manifest": manifest_hash})
+        identity: dict[str, Any] = {"extractor": extractor.fingerprint, "manifest": manifest_hash}
+        if extractor.scope is not None:  # unscoped sets keep the fingerprints they had before scopes existed
+            identity["scope"] = extractor.scope.to_dict()
+        fp = fingerprint(identity)
         path = self.features_dir / manifest.dataset / extractor.name / fp
         if (path / "zarr.json").exists():
             return FeatureSet(path), False
         self.save_manifest(manifest, manifest_hash)
         attrs = {"dataset": manifest.dataset, "extractor": extractor.name, "fingerprint": fp,
-                 "extractor_fingerprint": extractor_fp, "fingerprint_inputs": extractor.fingerprint_inputs(),
-                 "extractor_settings": extractor.settings(), "manifest_hash": manifest_hash,
+                 "extractor_fingerprint": extractor.fingerprint, "fingerprint_inputs": extractor.inputs,
+                 "extractor_settings": extractor.settings, "manifest_hash": manifest_hash,
+                 "scope": None if extractor.scope is None else extractor.scope.to_dict(),
                  "dataset_root": str(manifest.root), "package_versions": package_versions(), "created": now_iso()}
-        identity = manifest.file_identity()
+        files = manifest.file_identity()
         fs = build_feature_set(path, self.staging_path(), attrs, manifest.ids, manifest.table["path"].tolist(),
-                               identity, extractor.dim, self.rows_per_chunk(extractor.dim))
+                               files, extractor.dim, self.rows_per_chunk(extractor.dim))
         return fs, True
 
     def get(self, name: str) -> FeatureSet:
@@ -110,17 +130,22 @@ class FeatureStore:
             raise StoreError(f"{name!r} is ambiguous: " + ", ".join(fs.name for fs in matches))
         return matches[0]
 
-    def resolve(self, short: str, dataset: str, manifest_hash: str | None = None) -> FeatureSet:
-        """Resolve a short feature name for one dataset.
+    def resolve(self, short: str, dataset: str, manifest_hash: str | None = None,
+                scope: Scope | None = None) -> FeatureSet:
+        """Resolve a short feature name for one dataset, among the sets of one scope.
 
         ``clip-vitb16`` (exact extractor), ``clip`` (the only extractor named ``clip-*``),
         ``clip-vitb16@3fa2`` (fingerprint prefix) or a full name. Among complete sets the one
         built on ``manifest_hash`` wins; anything still ambiguous is an error listing candidates.
+        ``scope`` None looks at unscoped sets only; a name that has only scoped sets raises
+        ``ScopedFeatureError`` (resolve it per split); a scope looks at the sets of exactly that
+        split, and when there are none says which scopes there are.
         """
         if short.count("/") == 2:
-            return self.get(short)
+            return self._scope_checked(self.get(short), scope)
         base, _, fp_prefix = short.partition("@")
-        complete = [fs for fs in self.feature_sets(dataset) if fs.is_complete]
+        every = [fs for fs in self.feature_sets(dataset) if fs.is_complete]
+        complete = [fs for fs in every if fs.scope == scope]
         candidates = [fs for fs in complete if fs.extractor == base]
         if not candidates:
             candidates = [fs for fs in complete if fs.extractor.startswith(base + "-")]
@@ -130,12 +155,47 @@ class FeatureStore:
             current = [fs for fs in candidates if fs.attrs["manifest_hash"] == manifest_hash]
             candidates = current or candidates
         if not candidates:
+            self._explain_scopes(short, dataset, [fs for fs in every if _named(fs, base, fp_prefix)], scope)
             have = sorted({fs.extractor for fs in complete}) or ["none"]
             raise StoreError(f"no complete feature set {short!r} for dataset {dataset!r}; it has: {', '.join(have)}")
         if len(candidates) > 1:
             listing = "\n  ".join(f"{fs.name}  {fs.attrs['extractor_settings']}" for fs in candidates)
             raise StoreError(f"{short!r} is ambiguous for dataset {dataset!r}; name one of:\n  {listing}")
         return candidates[0]
+
+    @staticmethod
+    def _scope_checked(fs: FeatureSet, scope: Scope | None) -> FeatureSet:
+        if fs.scope != scope:
+            have = "unscoped" if fs.scope is None else fs.scope.describe()
+            want = "an unscoped set" if scope is None else scope.describe()
+            raise StoreError(f"{fs.name} was trained for {have}, and this needs {want}")
+        return fs
+
+    @staticmethod
+    def _explain_scopes(short: str, dataset: str, named: list[FeatureSet], scope: Scope | None) -> None:
+        """Why a name has no set of the wanted scope, when it has sets of other scopes."""
+        scopes = sorted({fs.scope for fs in named if fs.scope is not None}, key=lambda s: (s.splits_key, s.split))
+        if not scopes:
+            return
+        if scope is None:
+            raise ScopedFeatureError(f"{short!r} on {dataset!r} was trained per split ({scopes[0].protocol}, "
+                                     f"splits {scopes[0].splits_key}): it is only used split by split")
+        trained = sorted({f"{s.protocol} (splits {s.splits_key})" for s in scopes if s.dataset == scope.dataset})
+        if scope.split not in {s.split for s in scopes if s.same_split_set(scope)}:
+            what = ", ".join(trained) if trained else f"other datasets ({', '.join(sorted({s.dataset for s in scopes}))})"
+            raise StoreError(f"{short!r} on {dataset!r} has no feature set trained for {scope.describe()}; it was "
+                             f"trained for {what}. A feature learned from MOS is only used on the split it was "
+                             f"trained on: train and extract it for these splits (iqa-store train / extract with "
+                             f"--protocol {scope.protocol} and the same --splits and split seed)")
+
+    def splits(self, manifest: "Manifest", spec: "ProtocolSpec") -> list["Split"]:
+        """The splits of ``spec`` on ``manifest``: read from the store, or made and saved there.
+
+        The same settings give the same file, so a training stage and every later fit use
+        exactly the same rows (``iqa_store.splits.stored``).
+        """
+        from iqa_store.splits import stored_splits
+        return stored_splits(self.splits_dir, manifest, spec)
 
     def reusable_rows(self, target: FeatureSet) -> dict[int, tuple[FeatureSet, int]]:
         """Rows of ``target`` already computed, with the same extractor fingerprint, in other sets.
@@ -268,6 +328,11 @@ class _WriterLock:
             self._fd = None
 
 
+def _named(fs: FeatureSet, base: str, fp_prefix: str) -> bool:
+    """Whether a short name (``clip``, ``clip-vitb16``, with an optional ``@fingerprint``) names ``fs``."""
+    return (fs.extractor == base or fs.extractor.startswith(base + "-")) and fs.fingerprint.startswith(fp_prefix)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -278,4 +343,5 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-__all__: list[str] = ["FeatureStore", "StoreError", "GcItem", "default_root", "package_versions"]
+__all__: list[str] = ["FeatureIdentity", "FeatureStore", "GcItem", "ScopedFeatureError", "StoreError", "default_root",
+                      "package_versions"]

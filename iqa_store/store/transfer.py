@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from iqa_store.extractors.base import Extractor
-from iqa_store.fingerprint import file_sha256
+from iqa_store.fingerprint import file_sha256, fingerprint
 from iqa_store.store.featureset import DONE, FAILED, ChunkResult, FeatureSet
-from iqa_store.store.store import StoreError
+from iqa_store.store.store import FeatureIdentity, StoreError
 
 if TYPE_CHECKING:
     from iqa_store.datasets.manifest import Manifest
@@ -37,24 +35,11 @@ def export_feature_set(fs: FeatureSet, out: Path) -> list[Path]:
     return [stem.with_suffix(".npy"), stem.with_suffix(".ids.txt")]
 
 
-@dataclass
-class ImportedFeatures(Extractor):
-    """Stands in for the extractor of imported features: its identity is the file's hash."""
-
-    name: str = "imported"
-    source_sha256: str = ""
-    source_dim: int = 0
-    version = "1"
-
-    @property
-    def dim(self) -> int:
-        return self.source_dim
-
-    def load_item(self, path: Path) -> Any:
-        raise StoreError(f"{self.name} was imported; it cannot compute new images")
-
-    def compute(self, batch: Any) -> np.ndarray:
-        raise StoreError(f"{self.name} was imported; it cannot compute new images")
+def imported_identity(name: str, source_sha256: str, source_dim: int) -> FeatureIdentity:
+    """The identity of imported features: the file's hash (they cannot compute new images)."""
+    settings = {"name": name, "source_sha256": source_sha256, "source_dim": source_dim}
+    inputs = {"extractor": name, "version": "1", "settings": settings, "weights": {}}
+    return FeatureIdentity(name, fingerprint(inputs), inputs, settings, source_dim)
 
 
 def read_features_file(path: Path, ids_file: Path | None = None) -> tuple[np.ndarray, list[str]]:
@@ -89,8 +74,7 @@ def import_feature_set(store: "FeatureStore", path: Path, manifest: "Manifest", 
     unknown = [i for i in ids if i not in known]
     if unknown:
         raise StoreError(f"{path}: {len(unknown)} id(s) are not in dataset {manifest.dataset!r}: {unknown[:10]}")
-    extractor = ImportedFeatures(name=name, source_sha256=file_sha256(path), source_dim=values.shape[1])
-    fs, _ = store.open_or_create(manifest, extractor)
+    fs, _ = store.open_or_create(manifest, imported_identity(name, file_sha256(path), values.shape[1]))
     by_row = {known[i]: r for r, i in enumerate(ids)}
     with store.writer_lock(fs):  # like an extraction: rm and gc leave it alone meanwhile
         for chunk in fs.pending_chunks():

@@ -1,18 +1,22 @@
-"""Contrastive pretraining stages; each finished run writes an encoder to the store's registry.
+"""Training stages: every learned model is a stage; one trainer runs them all and registers encoders.
 
-``STAGES`` holds the stages by name (``reiqa-content``, ``reiqa-quality``); ``BACKBONES`` the
-networks they train. A stage is a dataclass of hyper-parameters (configs as data) with the
-views it makes of an image and the loss it trains; ``iqa_store.train.trainer`` runs any
-stage with exact checkpoints, DDP under torchrun, and the registry write.
+``STAGES`` holds the stages by name. A stage (``iqa_store.train.stage``) is a dataclass of
+hyper-parameters that declares what data it needs, builds its model, computes its loss and
+exports an encoder naming the extractor that reads it; ``iqa_store.train.trainer`` runs any
+stage with exact checkpoints, DDP under torchrun, progress and the registry write.
+
+Stages that learn from MOS (``Data.IMAGES_MOS``) are trained once per split, on that split's
+training rows only: the splits are the store's (``FeatureStore.splits``, the same a fit with
+the same protocol, split count and seed uses), and each encoder's record carries its scope.
 
 The encoder a run registers (``iqa_store.store.encoders``):
 
-* weights (safetensors): ``backbone.<torchvision ResNet key>`` for the feature network and
-  ``head.<key>`` for the projection head used only in training;
-* config: ``stage``, ``backbone`` (a ``BACKBONES`` name), ``feature_dim``,
-  ``input_normalization`` (``"none"``: [0, 1] RGB; ``"imagenet"``: ImageNet mean/std) and
-  the stage's hyper-parameters;
-* provenance: data, steps, loss curve, seed, code version.
+* weights (safetensors): the stage's export (Re-IQA: ``backbone.<torchvision ResNet key>`` and
+  ``head.<key>``; CNNIQA: its network's own keys);
+* config: the export's config (``feature_dim`` and what the reader needs), ``stage``, ``reader``
+  (an extractor name) and the stage's hyper-parameters;
+* provenance: data (with the training ids of a scoped run), steps, loss curve, seed, code version;
+* scope: None, or the split it was trained on.
 
 Importing this package does not import torch.
 """
@@ -20,44 +24,91 @@ Importing this package does not import torch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from iqa_store.nets import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone, feature_dim
 from iqa_store.registry import Registry
 
 if TYPE_CHECKING:
-    from iqa_store.train.trainer import PretrainReport
     from iqa_store.store import FeatureStore
+    from iqa_store.train.trainer import TrainReport
 
-__all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "STAGES", "build_backbone", "feature_dim", "pretrain"]
+__all__ = ["STAGES", "train"]
 
-STAGES: Registry = Registry("pretraining stage")
+STAGES: Registry = Registry("training stage")
 STAGES.register("reiqa-content", "iqa_store.train.reiqa:ContentStage",
                 help="Re-IQA content encoder: MoCo-v2 on two augmented crops of an image")
 STAGES.register("reiqa-quality", "iqa_store.train.reiqa:QualityStage",
                 help="Re-IQA quality encoder: distortion chunks, OLA crops, half swap, two scales")
+STAGES.register("cnniqa", "iqa_store.train.cnniqa:CnniqaStage",
+                help="CNNIQA (Kang et al. 2014): patch CNN regressing MOS, trained per split on its training rows")
 
 
-def pretrain(stage: str, *, images: str | Path | None = None, dataset: str | None = None, root: str | Path | None = None,
-             dataset_options: dict[str, Any] | None = None, store: "FeatureStore | str | Path | None" = None,
-             hyperparameters: dict[str, Any] | None = None, checkpoint_dir: str | Path | None = None,
-             progress: bool = True, log: Callable[[str], None] = print, **training: Any) -> "PretrainReport":
-    """Train ``stage`` on a folder of images or a dataset's images and register the encoder.
+def train(stage: str, *, images: str | Path | None = None, dataset: str | None = None, root: str | Path | None = None,
+          dataset_options: dict[str, Any] | None = None, protocol: str | None = None, splits: int = 10,
+          split_seed: int = 0, only_splits: Sequence[int] | None = None,
+          store: "FeatureStore | str | Path | None" = None, hyperparameters: dict[str, Any] | None = None,
+          checkpoint_dir: str | Path | None = None, progress: bool = True, log: Callable[[str], None] = print,
+          **training: Any) -> list["TrainReport"]:
+    """Train ``stage`` and register its encoder(s); one report per trained model.
 
-    ``hyperparameters`` are the stage's fields (``n_aug``, ``patch``, ``backbone``...);
-    ``training`` the ``TrainConfig`` fields (``steps``, ``batch_size``, ``lr``, ``device``...).
-    Resumes from the run's checkpoint when one exists; a finished run is returned as cached.
+    Images-only stages train on a folder (``images``) or a dataset's images (``dataset``).
+    Stages that learn from MOS need ``dataset`` and ``protocol`` (with ``splits`` and
+    ``split_seed``, as a fit names its splits): one model per split (``only_splits`` to train
+    some), each on its split's training rows, each resumed or cached on its own.
+    ``hyperparameters``: the stage's fields; ``training``: ``TrainConfig`` fields (``steps``,
+    ``batch_size``, ``lr``, ``device``...). ``checkpoint_dir`` applies to one-model runs.
     """
-    from iqa_store.train.data import TrainingImages
-    from iqa_store.train.trainer import TrainConfig, train
     from iqa_store.store import FeatureStore
+    from iqa_store.train.stage import Data
+    from iqa_store.train.trainer import TrainConfig
+    from iqa_store.train.trainer import train as run
 
+    stage_object = STAGES.get(stage)(**(hyperparameters or {}))
+    stage_object.check()
+    store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+    config = TrainConfig(**training)
+    if stage_object.data is Data.IMAGES_MOS:
+        if images is not None or dataset is None or protocol is None:
+            raise ValueError(f"stage {stage} learns from MOS: give a dataset and a protocol (its splits' training "
+                             "rows are what it trains on), not a folder of images")
+        return [run(stage_object, data, config, store, progress=progress, log=log)
+                for data in _split_training_data(store, dataset, root, dataset_options, protocol, splits, split_seed,
+                                                 only_splits, log)]
+    if protocol is not None:
+        raise ValueError(f"stage {stage} does not learn from MOS, so it is not trained per split: leave out the protocol")
     if (images is None) == (dataset is None):
         raise ValueError("give exactly one of images (a folder) or dataset (a registered dataset name)")
-    source = (TrainingImages.from_folder(images) if images is not None
-              else TrainingImages.from_dataset(dataset, root, **(dataset_options or {})))
-    stage_object = STAGES.get(stage)(**(hyperparameters or {}))
-    BACKBONES.get(stage_object.backbone)  # an unknown backbone fails here, before any work
-    store = store if isinstance(store, FeatureStore) else FeatureStore(store)
-    return train(stage_object, source, TrainConfig(**training), store, checkpoint_dir=checkpoint_dir,
-                 progress=progress, log=log)
+    data = _unlabelled_data(images, dataset, root, dataset_options)
+    return [run(stage_object, data, config, store, checkpoint_dir=checkpoint_dir, progress=progress, log=log)]
+
+
+def _unlabelled_data(images: str | Path | None, dataset: str | None, root: str | Path | None,
+                     dataset_options: dict[str, Any] | None) -> Any:
+    from iqa_store.datasets import load_manifest
+    from iqa_store.train.data import TrainingData
+    if images is not None:
+        return TrainingData.from_folder(images)
+    return TrainingData.from_manifest(load_manifest(dataset, root, **(dataset_options or {})))
+
+
+def _split_training_data(store: "FeatureStore", dataset: str, root: str | Path | None,
+                         dataset_options: dict[str, Any] | None, protocol: str, n_splits: int, split_seed: int,
+                         only_splits: Sequence[int] | None, log: Callable[[str], None]) -> list[Any]:
+    """The training part of each wanted split, from the store's splits (made there if new)."""
+    from iqa_store.datasets import load_manifest
+    from iqa_store.splits import PROTOCOLS, ProtocolSpec
+    from iqa_store.store.scope import Scope
+    from iqa_store.train.data import TrainingData
+    manifest = load_manifest(dataset, root, **(dataset_options or {}))
+    store.save_manifest(manifest)  # a later fit on these splits reads its labels from the store
+    spec = ProtocolSpec(protocol, n_splits, split_seed)
+    if not PROTOCOLS.get(protocol).fitted:
+        raise ValueError(f"protocol {protocol!r} has no training rows")
+    splits = store.splits(manifest, spec)
+    wanted = range(len(splits)) if only_splits is None else list(only_splits)
+    unknown = [i for i in wanted if not 0 <= i < len(splits)]
+    if unknown:
+        raise ValueError(f"split(s) {unknown} do not exist: {protocol} has splits 0..{len(splits) - 1}")
+    log(f"{dataset}: {protocol}, {len(splits)} split(s) (key {splits[0].key}); training on split(s) {list(wanted)}")
+    return [TrainingData.from_split(manifest, splits[i].train, Scope(manifest.dataset, protocol, splits[i].key, i))
+            for i in wanted]

@@ -1,4 +1,4 @@
-"""Training images and the batches of views made from them.
+"""Training data and the batches a stage makes of it.
 
 Every random choice of a view is drawn from a generator seeded by (seed, epoch, image index),
 and the order of images in an epoch by (seed, epoch): a batch depends on nothing but its step
@@ -16,35 +16,51 @@ import numpy as np
 import torch
 from PIL import Image
 
-from iqa_store.images import IMAGE_SUFFIXES, read_rgb
 from iqa_store.fingerprint import fingerprint
-from iqa_store.train.stage import Stage
+from iqa_store.images import IMAGE_SUFFIXES, read_rgb
+from iqa_store.store.scope import Scope
+from iqa_store.train.stage import Example, Stage
 
 @dataclass(frozen=True)
-class TrainingImages:
-    """The images a stage trains on (labels, if any, are never read)."""
+class TrainingData:
+    """The images a stage trains on, with what else its ``data`` kind needs.
+
+    ``mos`` (one value per image) exists only for data taken from one split's training rows
+    (``from_split``), and ``scope`` then says which: the registry's record of that encoder
+    carries it, and a fit uses the encoder's features only on that split.
+    """
 
     source: str  # what the user named: a folder or a dataset
     paths: tuple[Path, ...]
-    identity: str  # fingerprint of the file list with sizes and modification times
+    ids: tuple[str, ...]
+    identity: str  # fingerprint of the file list with sizes and modification times (and MOS, if any)
     skipped: tuple[str, ...] = ()  # files that could not be opened, with the reason
+    mos: tuple[float, ...] | None = None
+    scope: Scope | None = None
 
     @classmethod
-    def from_paths(cls, source: str, paths: Sequence[Path]) -> "TrainingImages":
-        readable, skipped = [], []
-        for path in paths:
+    def from_paths(cls, source: str, paths: Sequence[Path], ids: Sequence[str] | None = None,
+                   mos: Sequence[float] | None = None, scope: Scope | None = None) -> "TrainingData":
+        ids = [str(p) for p in paths] if ids is None else list(ids)
+        keep, skipped = [], []
+        for index, path in enumerate(paths):
             problem = _unreadable(path)
             if problem:
                 skipped.append(f"{path}: {problem}")
             else:
-                readable.append(path)
-        if not readable:
+                keep.append(index)
+        if not keep:
             raise ValueError(f"no readable images in {source}" + (f" ({len(skipped)} unreadable)" if skipped else ""))
-        identity = fingerprint([[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in readable])
-        return cls(source, tuple(readable), identity, tuple(skipped))
+        readable = [Path(paths[i]) for i in keep]
+        listing: list[list[Any]] = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in readable]
+        kept_mos = None if mos is None else tuple(float(mos[i]) for i in keep)
+        if kept_mos is not None:  # the labels are training data too: other MOS, another run
+            listing = [row + [value] for row, value in zip(listing, kept_mos)]
+        return cls(source, tuple(readable), tuple(ids[i] for i in keep), fingerprint(listing), tuple(skipped),
+                   kept_mos, scope)
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "TrainingImages":
+    def from_folder(cls, folder: str | Path) -> "TrainingData":
         root = Path(folder).expanduser().resolve()
         if not root.is_dir():
             raise FileNotFoundError(f"image folder not found: {root}")
@@ -52,15 +68,26 @@ class TrainingImages:
         return cls.from_paths(str(root), paths)
 
     @classmethod
-    def from_dataset(cls, name: str, root: str | Path | None = None, **options: Any) -> "TrainingImages":
-        from iqa_store.datasets import load_manifest
-        manifest = load_manifest(name, root, **options)
+    def from_manifest(cls, manifest: Any) -> "TrainingData":
+        """Every image of a dataset, without its labels (self-supervised stages)."""
         paths = [Path(manifest.root) / p for p in manifest.table["path"]]
-        return cls.from_paths(f"dataset {name} ({manifest.root})", paths)
+        return cls.from_paths(f"dataset {manifest.dataset} ({manifest.root})", paths)
+
+    @classmethod
+    def from_split(cls, manifest: Any, rows: Sequence[int], scope: Scope) -> "TrainingData":
+        """The given rows (a split's training part) with their MOS, and the scope they were taken for."""
+        rows = np.asarray(rows, dtype=np.int64)
+        table = manifest.table.iloc[rows]
+        paths = [Path(manifest.root) / p for p in table["path"]]
+        return cls.from_paths(f"dataset {manifest.dataset} ({manifest.root}), split {scope.split} train part",
+                              paths, [str(i) for i in table["image_id"]], manifest.mos[rows].tolist(), scope)
 
     def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "images": len(self.paths), "identity": self.identity,
-                "skipped": list(self.skipped)}
+        described = {"source": self.source, "images": len(self.paths), "identity": self.identity,
+                     "skipped": list(self.skipped)}
+        if self.scope is not None:  # which rows a supervised encoder saw: the leakage audit reads these
+            described["training_ids"] = list(self.ids)
+        return described
 
 
 def _unreadable(path: Path) -> str:
@@ -82,25 +109,22 @@ def derived_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-class ViewDataset(torch.utils.data.Dataset):
-    """Items are keyed by (epoch, image index); each decodes its image and makes the stage's views."""
+class ExampleDataset(torch.utils.data.Dataset):
+    """Items are keyed by (epoch, image index); each decodes its image and makes the stage's sample."""
 
-    def __init__(self, images: TrainingImages, stage: Stage, seed: int) -> None:
-        self.paths, self.stage, self.seed = images.paths, stage, seed
+    def __init__(self, data: TrainingData, stage: Stage, seed: int) -> None:
+        self.data, self.stage, self.seed = data, stage, seed
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.data.paths)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int]) -> Any:
         epoch, index = key
         generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch, index))
-        pixels = np.asarray(read_rgb(self.paths[index]), dtype=np.float32) / 255.0
+        pixels = np.asarray(read_rgb(self.data.paths[index]), dtype=np.float32) / 255.0
         image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
-        return self.stage.views(image, generator)
-
-
-def collate(items: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.cat([q for q, _ in items]), torch.cat([k for _, k in items])
+        mos = None if self.data.mos is None else self.data.mos[index]
+        return self.stage.sample(Example(image, self.data.ids[index], mos), generator)
 
 
 @dataclass(frozen=True)

@@ -40,16 +40,18 @@ import torchvision.transforms.v2.functional as TF
 from iqa_store.distortions import apply as distort
 from iqa_store.distortions import get_bank, sample_distinct
 from iqa_store.distortions._random import uniform
-from iqa_store.nets.resnet import IMAGENET_MEAN, IMAGENET_STD
+from iqa_store.nets import IMAGENET_MEAN, IMAGENET_STD
 from iqa_store.train.crops import Box, context_region, min_side, ola_pair
-from iqa_store.train.stage import Stage, TrainingDefaults, option
+from iqa_store.train.moco import ContrastiveStage
+from iqa_store.train.stage import TrainingDefaults, option
 
 
 @dataclass
-class ContentStage(Stage):
+class ContentStage(ContrastiveStage):
     """Re-IQA content encoder: MoCo-v2 on two augmented crops of each image (ImageNet-normalised input)."""
 
     name: ClassVar[str] = "reiqa-content"
+    reader: ClassVar[str] = "reiqa-content"
     input_normalization: ClassVar[str] = "imagenet"
     # MoCo-v2: 200 epochs, batch 256, lr 0.03 with cosine decay, SGD, weight decay 1e-4
     defaults: ClassVar[TrainingDefaults] = TrainingDefaults(epochs=200, batch_size=256, lr=0.03)
@@ -77,10 +79,11 @@ class ContentStage(Stage):
 
 
 @dataclass
-class QualityStage(Stage):
+class QualityStage(ContrastiveStage):
     """Re-IQA quality encoder: distortion chunks, OLA crop pairs, half swap, full and half scale ([0, 1] input)."""
 
     name: ClassVar[str] = "reiqa-quality"
+    reader: ClassVar[str] = "reiqa-quality"
     input_normalization: ClassVar[str] = "none"
     # section 4.3: lr 0.6 with cosine annealing, batch 630, 25 epochs
     defaults: ClassVar[TrainingDefaults] = TrainingDefaults(epochs=25, batch_size=630, lr=0.6)

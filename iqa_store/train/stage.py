@@ -1,26 +1,48 @@
-"""What a pretraining stage is: hyper-parameters as dataclass fields, and the views of an image.
+"""The stage contract: what one learned model supplies; the trainer does the rest.
 
-A stage turns one decoded image into (queries, keys): two tensors [n, 3, h, w] whose rows
-pair up as positives. Everything random is drawn from the generator it is given, so a view
-depends only on (seed, epoch, image index) and an interrupted run can be replayed exactly.
-The trainer (``iqa_store.train.trainer``) does the rest for every stage alike.
+A stage is a dataclass whose fields are its hyper-parameters (``option(default, help)``; the
+CLI makes one option per field, of any type ``iqa_store.cli.fields`` knows). It declares:
 
-``field(metadata={"help": ...})`` documents a hyper-parameter; the CLI builds one option per
-field from it, so a new stage needs no CLI code.
+* ``data``: what it learns from (``Data.IMAGES``, ``Data.IMAGES_TEXTS`` or ``Data.IMAGES_MOS``,
+  the last always one split's training rows, never anything else);
+* ``reader``: the extractor that reads the encoder it exports;
+* ``defaults``: the schedule of its paper;
+
+and implements ``build_model`` (called right after ``torch.manual_seed(seed)``), ``sample`` (one
+training example -> what a batch is made of, in DataLoader workers, every random draw from
+the generator it is given, so a sample depends only on (seed, epoch, image)), ``collate``,
+``loss`` (one batch -> a scalar) and ``export`` (the trained model -> the encoder's weights
+and config). ``trainable`` says which part of the model the optimiser updates and DDP wraps.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from iqa_store.train.data import TrainingData
 
 
 def option(default: Any, help: str) -> Any:
+    """A hyper-parameter: its default and the help line the CLI shows."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("a mutable default would be shared between stages: use a tuple")
     return field(default=default, metadata={"help": help})
+
+
+class Data(str, enum.Enum):
+    """What a stage learns from."""
+
+    IMAGES = "images"  # pixels only (self-supervised)
+    IMAGES_TEXTS = "images+texts"  # pixels and the store's text annotations of each image
+    IMAGES_MOS = "images+mos"  # pixels and MOS of one split's training rows (supervised)
 
 
 @dataclass(frozen=True)
@@ -32,29 +54,72 @@ class TrainingDefaults:
     lr: float
     optimizer: str = "sgd"
     weight_decay: float = 1e-4
+    schedule: str = "cosine"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training image as a stage's ``sample`` receives it: float [3, H, W] in [0, 1]."""
+
+    image: "torch.Tensor"
+    image_id: str
+    mos: float | None = None  # Data.IMAGES_MOS: the image's MOS (the manifest's higher-is-better scale)
+    texts: tuple[str, ...] = ()  # Data.IMAGES_TEXTS: the image's annotations
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What ``loss`` may need besides the batch."""
+
+    step: int
+    total: int
+    generator: "torch.Generator"  # seeded by (seed, step): identical on every process
+
+
+@dataclass(frozen=True)
+class Export:
+    """The encoder a finished run registers: weights (safetensors) and the config its reader needs."""
+
+    state_dict: dict[str, "torch.Tensor"]
+    config: dict[str, Any]
 
 
 @dataclass
 class Stage(ABC):
     name: ClassVar[str]
-    input_normalization: ClassVar[str]  # "none" or "imagenet": what the encoder expects at extraction
+    data: ClassVar[Data]
+    reader: ClassVar[str]  # the extractor that reads the exported encoder
     defaults: ClassVar[TrainingDefaults]
-    batch_negatives: ClassVar[bool]
-
-    backbone: str = option("resnet50", "encoder network (iqa_store.train.BACKBONES)")
-    head_hidden: int = option(0, "hidden width of the MLP projection head; 0 = the backbone's feature width")
-    head_dim: int = option(128, "output width of the projection head")
-    queue_size: int = option(65536, "negatives kept in the MoCo queue (0: the batch's own keys only, stages with in-batch negatives)")
-    momentum: float = option(0.999, "key encoder momentum m in theta_k <- m theta_k + (1 - m) theta_q")
-    temperature: float = option(0.2, "InfoNCE temperature tau")
 
     def hyperparameters(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @abstractmethod
-    def views(self, image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(queries, keys) for one image given as float [3, H, W] in [0, 1]."""
+    def check(self) -> None:
+        """Refuse settings that cannot work, before any data is read (ValueError)."""
 
-    def pairs_per_image(self) -> int:
-        """How many (query, key) rows ``views`` returns per image (constant, for batching)."""
-        return 1
+    def prepare(self, data: "TrainingData") -> None:
+        """Read what the stage needs of its whole training data before the first sample (MOS statistics)."""
+
+    @abstractmethod
+    def build_model(self) -> "nn.Module":
+        """The whole model, including state that is not trained (queues, momentum copies)."""
+
+    def trainable(self, model: "nn.Module") -> "nn.Module":
+        """The part the optimiser updates and DDP wraps."""
+        return model
+
+    @abstractmethod
+    def sample(self, example: Example, generator: "torch.Generator") -> Any:
+        """What one image contributes to a batch."""
+
+    @abstractmethod
+    def collate(self, samples: Sequence[Any]) -> Any:
+        """A batch from the samples of its images."""
+
+    @abstractmethod
+    def loss(self, model: "nn.Module", trainable: "nn.Module", batch: Any, context: StepContext) -> "torch.Tensor":
+        """The batch's loss; ``trainable`` is ``trainable(model)`` or its DDP wrapper (call that one)."""
+
+    @abstractmethod
+    def export(self, model: "nn.Module") -> Export:
+        """The trained encoder's weights and the config its reader needs (``feature_dim`` at least)."""

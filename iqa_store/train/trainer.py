@@ -1,9 +1,11 @@
-"""Run a pretraining stage: batches of views, MoCo updates, exact checkpoints, the registry write.
+"""Run any stage: the loop, schedules, optimisers, exact checkpoints, DDP, progress, the registry write.
 
-One optimiser step per batch of ``batch_size`` source images. The learning rate follows a
-cosine curve over the whole run (after an optional linear warm-up), computed from the step
-number alone. A checkpoint holds both encoders, the queue, the optimiser and the loss curve;
-every random draw is a function of (seed, step), so a run resumed from a checkpoint ends with
+What is shared by every learned model lives here; what differs (data, model, loss, export)
+is the stage's (``iqa_store.train.stage``). One optimiser step per batch of ``batch_size``
+source images. The learning rate follows a cosine curve over the whole run (after an optional
+linear warm-up) or stays constant, computed from the step number alone. A checkpoint holds the
+whole model (for MoCo: both encoders and the queue), the optimiser and the loss curve; every
+random draw is a function of (seed, step), so a run resumed from a checkpoint ends with
 the same weights as one that never stopped (bit for bit on CPU; on CUDA, convolution kernels
 are not bitwise deterministic unless ``torch.use_deterministic_algorithms`` is set, so a
 resumed GPU run matches to floating-point noise).
@@ -27,16 +29,16 @@ import torch
 
 from iqa_store.fingerprint import fingerprint
 from iqa_store.train import distributed
-from iqa_store.train.data import StepSampler, TrainingImages, ViewDataset, collate, derived_seed
-from iqa_store.train.moco import ContrastiveModel
-from iqa_store.train.stage import Stage
+from iqa_store.train.data import ExampleDataset, StepSampler, TrainingData, derived_seed
+from iqa_store.train.stage import Stage, StepContext
 from iqa_store.store.encoders import EncoderRecord, list_encoders, save_encoder
 from iqa_store.store.featureset import now_iso
 from iqa_store.store.store import FeatureStore, package_versions
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "constant")
 
 
 class TrainingInterrupted(RuntimeError):
@@ -53,6 +55,7 @@ class TrainConfig:
     lr: float | None = None
     optimizer: str | None = None
     weight_decay: float | None = None
+    schedule: str | None = None
     warmup_steps: int = 0
     seed: int = 0
     precision: str = "fp32"  # bf16 autocast on CUDA only
@@ -68,6 +71,8 @@ class TrainConfig:
                                                    if getattr(self, k) is None}})
         if config.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {config.optimizer!r}")
+        if config.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, not {config.schedule!r}")
         if config.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, not {config.precision!r}")
         if config.precision == "bf16" and not config.device.startswith("cuda"):
@@ -77,11 +82,14 @@ class TrainConfig:
     def weights_relevant(self) -> dict[str, Any]:
         """What changes the trained weights (the run fingerprint's part of the config)."""
         keys = ("batch_size", "lr", "optimizer", "weight_decay", "warmup_steps", "seed", "precision")
-        return {k: getattr(self, k) for k in keys}
+        relevant = {k: getattr(self, k) for k in keys}
+        if self.schedule != "cosine":  # only when not the default: runs from before the option keep their identity
+            relevant["schedule"] = self.schedule
+        return relevant
 
 
 @dataclass
-class PretrainReport:
+class TrainReport:
     stage: str
     status: str  # trained, resumed or cached
     encoder: EncoderRecord
@@ -106,11 +114,12 @@ class PretrainReport:
                 "skipped_images": self.skipped_images}
 
 
-def train(stage: Stage, images: TrainingImages, config: TrainConfig, store: FeatureStore, *,
+def train(stage: Stage, images: TrainingData, config: TrainConfig, store: FeatureStore, *,
           checkpoint_dir: str | Path | None = None, progress: bool = True,
-          log: Callable[[str], None] = print) -> PretrainReport:
+          log: Callable[[str], None] = print) -> TrainReport:
     """Train ``stage`` on ``images`` (resuming its checkpoint if any) and register the encoder."""
     config = config.resolved(stage)
+    stage.check()
     device = distributed.init(config.device)
     try:
         return _train(stage, images, config, store, device, checkpoint_dir, progress, log)
@@ -118,8 +127,8 @@ def train(stage: Stage, images: TrainingImages, config: TrainConfig, store: Feat
         distributed.shutdown()
 
 
-def _train(stage: Stage, images: TrainingImages, config: TrainConfig, store: FeatureStore, device: str,
-           checkpoint_dir: str | Path | None, progress: bool, log: Callable[[str], None]) -> PretrainReport:
+def _train(stage: Stage, images: TrainingData, config: TrainConfig, store: FeatureStore, device: str,
+           checkpoint_dir: str | Path | None, progress: bool, log: Callable[[str], None]) -> TrainReport:
     started = time.perf_counter()
     world = distributed.world_size()
     total = config.steps or config.epochs * (len(images.paths) // config.batch_size)
@@ -127,31 +136,32 @@ def _train(stage: Stage, images: TrainingImages, config: TrainConfig, store: Fea
     name = config.name or stage.name
     cached = [r for r in list_encoders(store) if r.name == name and r.provenance.get("run") == run]
     if cached:
-        return PretrainReport(stage.name, "cached", cached[0], total, total, [], 0.0, list(images.skipped))
+        return TrainReport(stage.name, "cached", cached[0], total, total, [], 0.0, list(images.skipped))
     for item in images.skipped:
         log(f"skipping unreadable image {item}")
 
-    torch.manual_seed(config.seed)  # identical initial weights and queue on every process
-    model = ContrastiveModel(stage.backbone, stage.head_hidden or None, stage.head_dim, stage.queue_size,
-                             stage.momentum, stage.temperature, stage.batch_negatives).to(device)
-    optimizer = _optimizer(model, config)
+    stage.prepare(images)
+    torch.manual_seed(config.seed)  # identical initial weights (and queue) on every process
+    model = stage.build_model().to(device)
+    optimizer = _optimizer(stage.trainable(model), config)
     folder = Path(checkpoint_dir) if checkpoint_dir else store.pretrain_dir / f"{name}-{run}"
     start, losses = _resume(folder / CHECKPOINT_FILE, run, model, optimizer, device, log)
-    query = model.query
+    trainable = stage.trainable(model)
     if distributed.active():
-        query = torch.nn.parallel.DistributedDataParallel(model.query, device_ids=[device] if device.startswith("cuda") else None)
+        trainable = torch.nn.parallel.DistributedDataParallel(
+            trainable, device_ids=[device] if device.startswith("cuda") else None)
 
     sampler = StepSampler(len(images.paths), config.batch_size, config.seed, start, total,
                           distributed.rank(), world)
-    loader = torch.utils.data.DataLoader(ViewDataset(images, stage, config.seed), batch_sampler=sampler,
-                                         num_workers=config.workers, collate_fn=collate,
+    loader = torch.utils.data.DataLoader(ExampleDataset(images, stage, config.seed), batch_sampler=sampler,
+                                         num_workers=config.workers, collate_fn=stage.collate,
                                          worker_init_fn=_one_thread, pin_memory=device.startswith("cuda"))
     model.train()
     step = start
     bar = _progress(progress and distributed.rank() == 0, start, total, stage.name)
     with _stop_on_signals() as stop:
-        for queries, keys in loader:
-            loss = _step(model, query, optimizer, queries, keys, step, total, config, device)
+        for batch in loader:
+            loss = _step(stage, model, trainable, optimizer, batch, step, total, config, device)
             losses.append(loss)
             step += 1
             bar.update(1)
@@ -166,19 +176,20 @@ def _train(stage: Stage, images: TrainingImages, config: TrainConfig, store: Fea
     record = _register(store, name, model, stage, images, config, run, total, losses, device, world, start)
     if distributed.rank() == 0:
         _remove_checkpoint(folder)
-    return PretrainReport(stage.name, "resumed" if start else "trained", record, total, start, losses,
-                          time.perf_counter() - started, list(images.skipped))
+    return TrainReport(stage.name, "resumed" if start else "trained", record, total, start, losses,
+                       time.perf_counter() - started, list(images.skipped))
 
 
-def _step(model: ContrastiveModel, query: torch.nn.Module, optimizer: torch.optim.Optimizer, queries: torch.Tensor,
-          keys: torch.Tensor, step: int, total: int, config: TrainConfig, device: str) -> float:
+def _step(stage: Stage, model: torch.nn.Module, trainable: torch.nn.Module, optimizer: torch.optim.Optimizer,
+          batch: Any, step: int, total: int, config: TrainConfig, device: str) -> float:
     for group in optimizer.param_groups:
-        group["lr"] = learning_rate(step, total, config.lr, config.warmup_steps)
-    queries = queries.to(device, non_blocking=True)
-    keys = keys.to(device, non_blocking=True)
-    generator = torch.Generator().manual_seed(derived_seed(config.seed, step, 1))  # shuffle BN permutation
+        group["lr"] = (learning_rate(step, total, config.lr, config.warmup_steps) if config.schedule == "cosine"
+                       else constant_rate(step, config.lr, config.warmup_steps))
+    batch = _to_device(batch, device)
+    # a per-step generator, the same on every process (MoCo: the shuffle BN permutation)
+    context = StepContext(step, total, torch.Generator().manual_seed(derived_seed(config.seed, step, 1)))
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-        loss = model.loss(query, queries, keys, generator)
+        loss = stage.loss(model, trainable, batch, context)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -193,20 +204,38 @@ def learning_rate(step: int, total: int, base: float, warmup: int = 0) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _optimizer(model: ContrastiveModel, config: TrainConfig) -> torch.optim.Optimizer:
-    parameters = model.query.parameters()
+def constant_rate(step: int, base: float, warmup: int = 0) -> float:
+    """Linear warm-up over ``warmup`` steps, then ``base`` to the end."""
+    return base * (step + 1) / warmup if step < warmup else base
+
+
+def _to_device(batch: Any, device: str) -> Any:
+    """Tensors of a batch (nested in tuples, lists or dicts) on ``device``; anything else as it is."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(item, device) for item in batch)
+    if isinstance(batch, dict):
+        return {key: _to_device(value, device) for key, value in batch.items()}
+    return batch
+
+
+def _optimizer(module: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    parameters = [p for p in module.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _run_fingerprint(stage: Stage, images: TrainingImages, config: TrainConfig, total: int, world: int) -> str:
+def _run_fingerprint(stage: Stage, images: TrainingData, config: TrainConfig, total: int, world: int) -> str:
     return fingerprint({"stage": stage.name, "hyperparameters": stage.hyperparameters(), "data": images.identity,
                         "training": config.weights_relevant(), "steps": total, "world_size": world,
                         "code": package_versions().get("iqa-store", "")})
 
 
-def _resume(path: Path, run: str, model: ContrastiveModel, optimizer: torch.optim.Optimizer, device: str,
+def _resume(path: Path, run: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: str,
             log: Callable[[str], None]) -> tuple[int, list[float]]:
     if not path.is_file():
         return 0, []
@@ -223,7 +252,7 @@ def _resume(path: Path, run: str, model: ContrastiveModel, optimizer: torch.opti
     return int(state["step"]), [float(v) for v in state["losses"]]
 
 
-def _save_checkpoint(path: Path, run: str, step: int, model: ContrastiveModel, optimizer: torch.optim.Optimizer,
+def _save_checkpoint(path: Path, run: str, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      losses: list[float]) -> None:
     if distributed.rank() != 0:
         return
@@ -241,25 +270,22 @@ def _remove_checkpoint(folder: Path) -> None:
         folder.rmdir()
 
 
-def _register(store: FeatureStore, name: str, model: ContrastiveModel, stage: Stage, images: TrainingImages, config: TrainConfig, run: str,
-              total: int, losses: list[float], device: str, world: int, start: int) -> EncoderRecord:
-    """Rank 0 writes the query encoder; the others wait for it and read the same record."""
-    from iqa_store.nets.resnet import feature_dim
+def _register(store: FeatureStore, name: str, model: torch.nn.Module, stage: Stage, images: TrainingData,
+              config: TrainConfig, run: str, total: int, losses: list[float], device: str, world: int,
+              start: int) -> EncoderRecord:
+    """Rank 0 writes the stage's export; the others wait for it and read the same record."""
     if distributed.rank() == 0:
-        # keys backbone.* and head.*: the registry's encoder layout (iqa_store.train)
-        save_encoder(store, name, model.query.state_dict(), _encoder_config(stage, feature_dim(stage.backbone)), {
+        exported = stage.export(model)
+        config_record = {**exported.config, "stage": stage.name, "reader": stage.reader,
+                         "hyperparameters": stage.hyperparameters()}
+        save_encoder(store, name, exported.state_dict, config_record, {
             "run": run, "data": images.describe(), "steps": total, "resumed_from_step": start,
             "epochs": total * config.batch_size / len(images.paths), "loss_curve": losses, "seed": config.seed,
             "training": config.weights_relevant(), "device": device, "world_size": world,
-            "code_version": package_versions(), "finished": now_iso()})
+            "code_version": package_versions(), "finished": now_iso()}, scope=images.scope)
     if distributed.active():
         torch.distributed.barrier()
     return [r for r in list_encoders(store) if r.name == name and r.provenance.get("run") == run][0]
-
-
-def _encoder_config(stage: Stage, width: int) -> dict[str, Any]:
-    return {"stage": stage.name, "backbone": stage.backbone, "feature_dim": width,
-            "input_normalization": stage.input_normalization, "hyperparameters": stage.hyperparameters()}
 
 
 class _StopFlag:
