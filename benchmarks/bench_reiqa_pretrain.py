@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from iqa_store import api
-from iqa_store.train import pretrain
+from iqa_store.train import train
 
 DEMO_PHOTOS = Path(__file__).resolve().parents[1] / "iqa_store" / "datasets" / "demo_images"
 
@@ -99,7 +99,7 @@ def main() -> None:
     hyper = {"backbone": args.backbone, "patch": args.patch, "n_aug": args.n_aug, "queue_size": args.queue_size,
              "momentum": args.momentum}
     started = time.perf_counter()
-    report = pretrain("reiqa-quality", images=DEMO_PHOTOS, store=store, hyperparameters=hyper, steps=args.steps,
+    [report] = train("reiqa-quality", images=DEMO_PHOTOS, store=store, hyperparameters=hyper, steps=args.steps,
                       batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, seed=args.seed, workers=args.workers, device="cpu")
     train_seconds = time.perf_counter() - started
     print(report.summary())

@@ -49,6 +49,8 @@ def extract(request: ExtractRequest | str | None = None, dataset: str | None = N
             log: Callable[[str], None] = print, **fields: Any) -> Any:
     """Extract features into the store (cached, resumable); see ``ExtractRequest`` for every field.
 
+    Keywords that are not request fields are extractor settings (``normalize=True``).
+
         api.extract("clip-vitb16", "koniq", root="~/data/koniq10k", settings={"normalize": True})
         api.extract(ExtractRequest(model="cnniqa", dataset="demo", protocol="random-80-20"))
 
@@ -67,6 +69,10 @@ def extract(request: ExtractRequest | str | None = None, dataset: str | None = N
     if isinstance(fields.get("shard"), tuple):  # (i, n), as the runner takes it
         from iqa_store.extraction.runner import check_shard
         fields["shard"] = "{}/{}".format(*check_shard(fields["shard"]))
+    known = {f.name for f in dataclasses.fields(ExtractRequest)}
+    extra = {k: fields.pop(k) for k in list(fields) if k not in known}
+    if extra:  # extractor fields given directly (backbone=..., normalize=...): the request's settings
+        fields["settings"] = {**dict(fields.get("settings") or {}), **extra}
     if not isinstance(request, ExtractRequest):
         request = ExtractRequest(model=request, dataset=dataset, **fields)
     elif dataset is not None or fields:

@@ -3,28 +3,39 @@
     name: demo
     datasets:
       - name: demo                      # plus root: and options: for real datasets
-    extract:
+    extract:                            # each step: ExtractRequest's fields, less the dataset
       - model: brisque
-      - model: clip-vitb16
+      - model: clip-rn50
+        policy: full                    # --policy
+        settings: {normalize: true}     # --set
         optional: true                  # skipped, with a note, when its weights are not on disk
       - model: reiqa-quality
-        encoder: reiqa-quality/1443     # an encoder from `iqa-store pretrain` (or weights: FILE)
-    fit:
-      - features: [brisque, brisque+clip-vitb16]
+        weights: registry:reiqa-quality/1443   # an encoder from `iqa-store train` (or a FILE)
+      - model: cnniqa
+        protocol: random-80-20          # a model trained per split: one set per split
+    fit:                                # each step: FitRequest's fields
+      - features: [brisque, brisque+clip-rn50]
         regressors: [ridge, linear, mlp]
         protocol: random-80-20
         splits: 10
+      - features: [brisque]
+        train: koniq                    # cross-dataset: fit on all of koniq, test on all of clive
+        test: clive
 
-Everything cached is skipped: re-running a pipeline only does what is missing.
+A step says everything the command line can: its keys are the request's fields (``with`` for
+``with_``). Everything cached is skipped: re-running a pipeline only does what is missing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+
+from iqa_store.requests import ExtractRequest, FitRequest, RequestError, request_from_mapping
 
 
 class PipelineError(ValueError):
@@ -40,25 +51,10 @@ class DatasetStep:
 
 @dataclass(frozen=True)
 class ExtractStep:
-    model: str
+    """An extraction for every dataset of the pipeline; ``request`` has the dataset left empty."""
+
+    request: ExtractRequest
     optional: bool = False
-    batch_size: int = 32
-    weights: str | None = None
-    encoder: str | None = None  # a registry encoder (``iqa-store ls``), for the Re-IQA extractors
-
-
-@dataclass(frozen=True)
-class FitStep:
-    features: list[str] = field(default_factory=list)
-    all_combos: list[str] | None = None
-    max_size: int | None = None
-    cross: list[str] | None = None
-    with_: list[str] | None = None
-    regressors: list[str] = field(default_factory=lambda: ["ridge"])
-    protocol: str = "random-80-20"
-    splits: int = 10
-    seed: int = 0
-    plot: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +62,7 @@ class Pipeline:
     name: str
     datasets: list[DatasetStep]
     extract: list[ExtractStep]
-    fit: list[FitStep]
+    fit: list[FitRequest]
 
     @classmethod
     def load(cls, path: str | Path) -> "Pipeline":
@@ -78,10 +74,23 @@ class Pipeline:
         try:
             return cls(name=data.get("name", path.stem),
                        datasets=[DatasetStep(**d) for d in data.get("datasets", [])],
-                       extract=[ExtractStep(**e) for e in data.get("extract", [])],
-                       fit=[FitStep(**{("with_" if k == "with" else k): v for k, v in f.items()}) for f in data.get("fit", [])])
-        except TypeError as error:
-            raise PipelineError(f"{path}: {error}") from error
+                       extract=[_extract_step(e, f"{path}: extract step {i + 1}")
+                                for i, e in enumerate(data.get("extract", []))],
+                       fit=[request_from_mapping(FitRequest, f, f"{path}: fit step {i + 1}")
+                            for i, f in enumerate(data.get("fit", []))])
+        except (TypeError, RequestError) as error:
+            raise PipelineError(f"{path}: {error}" if str(path) not in str(error) else str(error)) from error
+
+
+def _extract_step(data: dict[str, Any], where: str) -> ExtractStep:
+    data = dict(data)
+    optional = bool(data.pop("optional", False))
+    if "encoder" in data:  # the key before weights took registry: names
+        data["weights"] = f"registry:{data.pop('encoder')}"
+    for key in ("dataset", "root", "dataset_options"):
+        if key in data:
+            raise RequestError(f"{where}: {key!r} comes from the pipeline's datasets list, not from a step")
+    return ExtractStep(request_from_mapping(ExtractRequest, {"dataset": "", **data}, where), optional)
 
 
 def run_pipeline(pipeline: Pipeline, store: Any, *, device: str = "auto", workers: int | None = None,
@@ -89,37 +98,43 @@ def run_pipeline(pipeline: Pipeline, store: Any, *, device: str = "auto", worker
     """Run every extraction on every dataset, then every fit; returns the fit outcomes."""
     from iqa_store import api
     from iqa_store.datasets import load_manifest
-    from iqa_store.extraction.runner import extract
-    from iqa_store.extractors import RunOptions
-    device = api.resolve_device(device)
     available: dict[str, set[str]] = {}
     for dataset in pipeline.datasets:
         manifest = load_manifest(dataset.name, dataset.root, **dataset.options)
         log(f"dataset {manifest.dataset}: {len(manifest)} images ({manifest.info.get('labels', 'labels as published')})")
         available[manifest.dataset] = set()
         for step in pipeline.extract:
-            extractor = api.build_extractor(step.model, device=device, weights=step.weights, encoder=step.encoder,
-                                            store=store)
-            if step.optional and hasattr(extractor, "weights_available") and not extractor.weights_available():
-                log(f"skip {step.model}: its weights are not on this machine (optional in this pipeline; "
+            request = dataclasses.replace(step.request, dataset=dataset.name, root=dataset.root,
+                                          dataset_options=dataset.options, device=device, workers=workers)
+            if step.optional and not _weights_on_disk(request, store):
+                log(f"skip {request.model}: its weights are not on this machine (optional in this pipeline; "
                     f"see README, 'Real weights')")
                 continue
-            options = RunOptions(device=device, batch_size=step.batch_size,
-                                 workers=api.default_workers() if workers is None else workers)
-            report = extract(manifest, extractor, store, options, progress=progress, log=log)
-            log(report.summary())
-            available[manifest.dataset].add(step.model)
+            result = api.extract(request, store=store, progress=progress, log=log)
+            for report in result if isinstance(result, list) else [result]:
+                log(report.summary())
+            available[manifest.dataset].add(request.model)
     outcomes = []
     for step in pipeline.fit:
+        if step.cross_dataset:
+            outcomes.append(api.fit(step, store=store, progress=progress))
+            continue
         for dataset, models in available.items():
-            features = [f for f in step.features if set(f.split("+")) <= models]
+            features = tuple(f for f in step.features if set(f.split("+")) <= models)
             skipped = sorted(set(step.features) - set(features))
             if skipped:
                 log(f"fit on {dataset}: skipping {skipped} (features not extracted)")
             if not (features or step.all_combos or step.cross):
                 continue
-            outcomes.append(api.fit(features, all_combos=step.all_combos, max_size=step.max_size, cross=step.cross,
-                                    with_=step.with_, datasets=[dataset], protocol=step.protocol, splits=step.splits,
-                                    seed=step.seed, regressors=step.regressors, store=store, plot_dir=step.plot,
+            outcomes.append(api.fit(dataclasses.replace(step, features=features, datasets=(dataset,)), store=store,
                                     progress=progress))
     return outcomes
+
+
+def _weights_on_disk(request: ExtractRequest, store: Any) -> bool:
+    from iqa_store import api
+    if request.protocol:
+        return True  # encoders trained per split are in the store: a missing one is named by extraction itself
+    extractor = api.build_extractor(request.model, weights=request.weights, store=store,
+                                    random_init=request.random_init, **request.extractor_settings())
+    return extractor.weights_available()

@@ -18,7 +18,7 @@ from PIL import Image
 from iqa_store.cli import cli
 from iqa_store.distortions import apply as distort
 from iqa_store.distortions import get_bank
-from iqa_store.train import STAGES, pretrain
+from iqa_store.train import STAGES, train
 from iqa_store.train.crops import min_side, ola_pair
 from iqa_store.train.moco import ContrastiveModel, Encoder
 from iqa_store.train.reiqa import ContentStage, QualityStage, distort_window, half_swap
@@ -220,7 +220,7 @@ def test_cosine_learning_rate_schedule() -> None:
 
 def test_quality_training_lowers_the_loss_and_registers_the_encoder(photos: Path, tmp_path: Path) -> None:
     store = FeatureStore(tmp_path / "store")
-    report = pretrain("reiqa-quality", images=photos, store=store, hyperparameters=TINY, steps=30, progress=False,
+    [report] = train("reiqa-quality", images=photos, store=store, hyperparameters=TINY, steps=30, progress=False,
                       log=lambda line: None, **TINY_TRAINING)
     losses = report.losses
     # the queue (256) is full of real keys from step 4 on (4 images x 8 pairs x 2 scales = 64 a step);
@@ -236,14 +236,14 @@ def test_quality_training_lowers_the_loss_and_registers_the_encoder(photos: Path
     encoder.load_state_dict(loaded.load_state_dict())
     assert set(loaded.load_state_dict()) == set(encoder.state_dict())
     # the same command again trains nothing
-    again = pretrain("reiqa-quality", images=photos, store=store, hyperparameters=TINY, steps=30, progress=False,
+    [again] = train("reiqa-quality", images=photos, store=store, hyperparameters=TINY, steps=30, progress=False,
                      log=lambda line: None, **TINY_TRAINING)
     assert again.status == "cached" and again.encoder.id == record.id
     assert len(list_encoders(store)) == 1
 
 
 def test_content_training_runs_and_records_imagenet_normalisation(photos: Path, tmp_path: Path) -> None:
-    report = pretrain("reiqa-content", images=photos, store=tmp_path / "store", steps=3, progress=False,
+    [report] = train("reiqa-content", images=photos, store=tmp_path / "store", steps=3, progress=False,
                       hyperparameters={"backbone": "resnet-tiny", "crop": 48, "queue_size": 64}, log=lambda line: None,
                       **TINY_TRAINING)
     assert report.status == "trained" and len(report.losses) == 3 and all(np.isfinite(report.losses))
@@ -254,7 +254,7 @@ def test_unreadable_training_images_are_named_and_skipped(photos: Path, tmp_path
     (photos / "broken.jpg").write_bytes(b"not a jpeg at all")
     (photos / "empty.png").write_bytes(b"")
     lines: list[str] = []
-    report = pretrain("reiqa-quality", images=photos, store=tmp_path / "store", hyperparameters=TINY, steps=1,
+    [report] = train("reiqa-quality", images=photos, store=tmp_path / "store", hyperparameters=TINY, steps=1,
                       progress=False, log=lines.append, **TINY_TRAINING)
     assert report.encoder.provenance["data"]["images"] == 8
     assert any("broken.jpg" in line for line in lines) and any("empty.png: empty file" in line for line in lines)
@@ -265,11 +265,11 @@ def test_a_checkpoint_of_another_run_is_refused(photos: Path, tmp_path: Path) ->
     folder.mkdir()
     torch.save({"format": 1, "run": "someone-else", "step": 3}, folder / "checkpoint.pt")
     with pytest.raises(ValueError, match="another run"):
-        pretrain("reiqa-quality", images=photos, store=tmp_path / "store", hyperparameters=TINY, steps=2,
+        train("reiqa-quality", images=photos, store=tmp_path / "store", hyperparameters=TINY, steps=2,
                  checkpoint_dir=folder, progress=False, log=lambda line: None, **TINY_TRAINING)
     torch.save({"format": 1, "run": "x", "payload": Path("pickled")}, folder / "checkpoint.pt")  # needs unpickling
     with pytest.raises(ValueError, match="cannot read checkpoint"):
-        pretrain("reiqa-quality", images=photos, store=tmp_path / "store", hyperparameters=TINY, steps=2,
+        train("reiqa-quality", images=photos, store=tmp_path / "store", hyperparameters=TINY, steps=2,
                  checkpoint_dir=folder, progress=False, log=lambda line: None, **TINY_TRAINING)
 
 
@@ -282,7 +282,7 @@ def _cli_args(photos: Path, store: Path, steps: int, workers: int) -> list[str]:
 
 def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(photos: Path, tmp_path: Path) -> None:
     steps = 14
-    whole = pretrain("reiqa-quality", images=photos, store=tmp_path / "whole", hyperparameters=TINY, steps=steps,
+    [whole] = train("reiqa-quality", images=photos, store=tmp_path / "whole", hyperparameters=TINY, steps=steps,
                      progress=False, log=lambda line: None, **TINY_TRAINING)
 
     store = tmp_path / "killed"
@@ -379,3 +379,27 @@ def test_random_init_extraction_starts_where_training_starts() -> None:
     torch.manual_seed(3)
     baseline = build_backbone("resnet-tiny").state_dict()
     assert all(torch.equal(training_start[key], baseline[key]) for key in baseline)
+
+
+# sha256 of the registered weights for these commands, recorded on main before the training layer
+# became stage-generic (commit 1d5acc2, CPU, one torch thread): the refactor must not change a bit.
+MAIN_WEIGHTS_SHA256 = {
+    "reiqa-quality": "364e142f415aef87d7e496b8e04afff0e2b1279f7391bddfabddbe9321edff0b",
+    "reiqa-content": "2a7f08edc1fa8483030fa1cd73a840e9b76cd52b1dda7b0f87daf2f9fa457837",
+}
+_STAGE_ARGS = {"reiqa-quality": ["--patch", "32", "--n-aug", "3", "--queue-size", "256", "--momentum", "0.99"],
+               "reiqa-content": ["--crop", "48", "--queue-size", "64"]}
+
+
+@pytest.mark.parametrize(("command", "stage"), [("pretrain", "reiqa-quality"), ("train", "reiqa-quality"),
+                                                ("train", "reiqa-content")])
+def test_the_same_command_registers_the_weights_main_registered(photos: Path, tmp_path: Path, command: str,
+                                                                stage: str) -> None:
+    args = [command, stage, "--images", str(photos), "--store", str(tmp_path / "store"), "--backbone", "resnet-tiny",
+            *_STAGE_ARGS[stage], "--steps", "6", "--batch-size", "4", "--lr", "0.1", "--workers", "0", "--quiet",
+            "--device", "cpu"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [record] = list_encoders(FeatureStore(tmp_path / "store"))
+    assert record.weights_sha256 == MAIN_WEIGHTS_SHA256[stage]
+    assert record.config["reader"] == stage and record.scope is None

@@ -154,7 +154,7 @@ def test_registry_encoders_by_id(mixed_sizes: Path, tmp_path: Path) -> None:
         fs = extracted(mixed_sizes, store, "-m", "reiqa-quality", "--encoder", encoder_id)
         np.testing.assert_allclose(fs.read(), reference_features(state, paths, normalize=False), atol=1e-5, rtol=1e-5)
         inputs = fs.attrs["fingerprint_inputs"]
-        assert inputs["weights"] == {"encoder": record.id, "weights_sha256": record.weights_sha256}
+        assert inputs["weights"] == {"file": "model.safetensors", "sha256": record.weights_sha256}
         assert str(store) not in json.dumps(inputs)
         sets.append(fs)
     assert sets[0].fingerprint != sets[1].fingerprint
@@ -162,8 +162,8 @@ def test_registry_encoders_by_id(mixed_sizes: Path, tmp_path: Path) -> None:
     # the store is where an encoder is found, not part of its identity: a copy elsewhere gives the same set
     elsewhere = tmp_path / "S2"
     shutil.copytree(first.path, elsewhere / "encoders" / first.name / first.fingerprint)
-    here = create_extractor("reiqa-quality", encoder=first.id, store=str(store))
-    there = create_extractor("reiqa-quality", encoder=first.id, store=str(elsewhere))
+    here = api.build_extractor("reiqa-quality", weights=f"registry:{first.id}", store=store)
+    there = api.build_extractor("reiqa-quality", weights=f"registry:{first.id}", store=elsewhere)
     assert here.fingerprint() == there.fingerprint()
 
     # a content encoder: its config's ImageNet normalisation is applied
@@ -176,7 +176,7 @@ def test_registry_encoders_by_id(mixed_sizes: Path, tmp_path: Path) -> None:
 
     # an encoder given to the other extractor is refused, naming both stages
     message = one_line_error(run_extract(mixed_sizes, store, "-m", "reiqa-quality", "--encoder", content.name))
-    assert content.id in message and "'reiqa-content'" in message and "'reiqa-quality'" in message
+    assert content.id in message and "read by extractor 'reiqa-content', not 'reiqa-quality'" in message
     message = one_line_error(run_extract(mixed_sizes, store, "-m", "reiqa-quality", "--encoder", "absent"))
     assert "'absent'" in message and "0 registered encoders" in message
 
@@ -190,7 +190,7 @@ def test_unsafe_missing_and_ill_fitting_files_are_clear_errors(mixed_sizes: Path
 
     absent = tmp_path / "reiqa_ckpts" / "quality_aware_r50.pth"
     message = one_line_error(run_extract(mixed_sizes, tmp_path / "S", "-m", "reiqa-quality", "--weights", str(absent)))
-    assert message == f"error: --weights file not found: {absent}"
+    assert message.startswith(f"error: weights not found: {absent} (")
 
     state = random_state(0)
     state["layer9.weight"] = state.pop("layer1.0.conv1.weight")
@@ -215,12 +215,12 @@ def test_weight_sources(tmp_path: Path) -> None:
     torch.save(random_state(0), bare)
     assert create_extractor("reiqa-quality", weights=str(bare)).backbone == "resnet-tiny"
 
-    with pytest.raises(ExtractorError, match="--encoder NAME.*--weights FILE.*quality_aware_r50.pth"):
+    with pytest.raises(ExtractorError, match="--weights registry:NAME.*--weights FILE.*quality_aware_r50.pth"):
         create_extractor("reiqa-quality").fingerprint()
-    with pytest.raises(ExtractorError, match="one of --encoder, --weights or --random-init"):
+    with pytest.raises(ExtractorError, match="one of --weights or --random-init"):
         create_extractor("reiqa-content", weights=str(bare), random_init=True)
-    with pytest.raises(ValueError, match=r"does not take option\(s\) \['encoder'\]"):
-        api.build_extractor("brisque", encoder="reiqa-quality", store=FeatureStore(tmp_path / "S"))
+    with pytest.raises(ValueError, match=r"does not take option\(s\) \['weights'\]"):
+        api.build_extractor("brisque", weights=str(bare), store=FeatureStore(tmp_path / "S"))
 
     assert create_extractor("reiqa-quality", random_init=True).dim == 4096  # ResNet-50: 2048 + 2048
     assert create_extractor("reiqa-content", random_init=True, backbone="resnet-tiny").dim == 1024
