@@ -46,6 +46,7 @@ class TestBID(DatasetAdapterTests):
 class TestBIDImagesInRoot(DatasetAdapterTests):
     adapter_cls = BID
     expected_len = len(ROWS)
+    best_id, worst_id = "DatabaseImage0004.JPG", "DatabaseImage0347.JPG"
 
     @pytest.fixture
     def dataset_root(self, tmp_path: Path) -> Path:

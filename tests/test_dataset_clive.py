@@ -45,6 +45,7 @@ class TestCLIVEParentFolder(DatasetAdapterTests):
 
     adapter_cls = CLIVE
     expected_len = len(IMAGES)
+    best_id, worst_id = "100.bmp", "1000.JPG"
 
     @pytest.fixture
     def dataset_root(self, tmp_path: Path) -> Path:

@@ -49,6 +49,7 @@ class TestFLIVE(DatasetAdapterTests):
 class TestFLIVEDatabaseFolderWithoutSplit(DatasetAdapterTests):
     adapter_cls = FLIVE
     expected_len = len(ROWS)
+    best_id, worst_id = "voc_emotic_ava/JPEGImages__2007_000027.JPG", "EE371R/pic1.jpg"
 
     @pytest.fixture
     def dataset_root(self, tmp_path: Path) -> Path:

@@ -14,8 +14,8 @@ Subclass ``DatasetAdapterTests`` in a test module, set the class attributes and 
             ...
             return tmp_path
 
-Override the ``adapter`` fixture to test non-default options. The class name does not start
-with ``Test``, so pytest collects only the subclasses.
+``best_id`` and ``worst_id`` are required. Override the ``adapter`` fixture to test non-default
+options. The class name does not start with ``Test``, so pytest collects only the subclasses.
 """
 
 from __future__ import annotations
@@ -80,8 +80,10 @@ class DatasetAdapterTests:
     adapter_cls: ClassVar[type[DatasetAdapter]]
     expected_len: ClassVar[int]
     expected_dataset: ClassVar[str | None] = None  # Manifest.dataset; default: adapter_cls.name
-    best_id: ClassVar[str | None] = None  # the image the published labels call best ...
-    worst_id: ClassVar[str | None] = None  # ... and worst: checks the direction of mos
+    # Required: the images the published labels call best and worst. The pairwise order check
+    # below passes for any consistent flip, so only these pin the direction of mos.
+    best_id: ClassVar[str | None] = None
+    worst_id: ClassVar[str | None] = None
     expected_splits: ClassVar[dict[str, int] | None] = None  # images per official split; None: no split
 
     @pytest.fixture
@@ -146,10 +148,14 @@ class DatasetAdapterTests:
         sign = 1.0 if manifest.original_direction == "higher_better" else -1.0
         # mos must order images as the published value does, flipped for lower-is-better scores
         assert (np.sign(np.subtract.outer(mos, mos)) == sign * np.sign(np.subtract.outer(original, original))).all()
-        if self.best_id is not None and self.worst_id is not None:
-            by_id = dict(zip(manifest.ids, mos))
-            assert by_id[self.best_id] > by_id[self.worst_id]
-            assert by_id[self.best_id] == mos.max() and by_id[self.worst_id] == mos.min()
+        if self.best_id is None or self.worst_id is None:
+            pytest.fail(f"{type(self).__name__} must set best_id and worst_id: the ids of the images with the "
+                        "highest and lowest published quality in its miniature tree")
+        by_id = dict(zip(manifest.ids, mos))
+        missing = {self.best_id, self.worst_id} - set(by_id)
+        assert not missing, f"best_id/worst_id not in the manifest: {sorted(missing)}"
+        assert by_id[self.best_id] > by_id[self.worst_id]
+        assert by_id[self.best_id] == mos.max() and by_id[self.worst_id] == mos.min()
 
     def test_mos_std_non_negative_or_nan(self, manifest: Manifest) -> None:
         std = manifest.table["mos_std"].to_numpy(dtype=float)
