@@ -41,7 +41,7 @@ def test_every_command_has_help_with_an_example() -> None:
     top = runner.invoke(cli, ["--help"])
     assert top.exit_code == 0 and "Example" in top.output
     assert set(COMMANDS) >= {"extract", "fit", "run", "ls", "show", "rm", "gc", "export", "import", "distortions",
-                             "datasets", "splits", "pretrain"}
+                             "datasets", "splits", "pretrain", "train"}
     for name in COMMANDS:
         assert name in top.output
         result = runner.invoke(cli, [name, "--help"])

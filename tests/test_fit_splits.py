@@ -16,7 +16,7 @@ def check_partition(split: Split, n_rows: int) -> None:
 
 def test_registry_lists_protocols():
     assert PROTOCOLS.names() == ["official", "random-70-10-20", "random-70-10-20-by-image", "random-80-20",
-                                 "scenes-4-2", "zero-shot"]
+                                 "scenes-4-2", "train-all", "zero-shot"]
 
 
 def test_random_80_20_partitions_with_exact_ratio():

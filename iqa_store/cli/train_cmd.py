@@ -24,7 +24,14 @@ class StageGroup(click.Group):
         return _stage_command(name, STAGES.get(name)) if name in STAGES.names() else None
 
 
-_EXAMPLES = """
+@click.group(cls=StageGroup)
+def train() -> None:
+    """Train a learned model; each finished run registers an encoder in the store.
+
+    Stages that learn from MOS (cnniqa) train one model per split of --protocol, each on that
+    split's training rows only; `iqa-store extract --protocol` then writes one feature set per
+    split, and `iqa-store fit` uses each on its own split.
+
     \b
     Examples:
       iqa-store train reiqa-quality --images ~/data/kadis/pristine --batch-size 64 --epochs 25
@@ -35,15 +42,15 @@ _EXAMPLES = """
     """
 
 
-@click.group(cls=StageGroup, help="Train a learned model; each finished run registers an encoder in the store.\n"
-             + _EXAMPLES)
-def train() -> None:
-    pass
-
-
-@click.group(cls=StageGroup, help="The earlier name of `iqa-store train` (same stages, same options).\n" + _EXAMPLES)
+@click.group(cls=StageGroup)
 def pretrain() -> None:
-    pass
+    """The earlier name of `iqa-store train`: the same stages with the same options.
+
+    \b
+    Examples:
+      iqa-store pretrain reiqa-quality --images ~/data/kadis/pristine --batch-size 64 --epochs 25
+      iqa-store pretrain reiqa-content --dataset demo --backbone resnet-tiny --steps 100
+    """
 
 
 def _stage_command(name: str, stage: Any) -> click.Command:
