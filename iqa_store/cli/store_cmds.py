@@ -24,11 +24,18 @@ def ls(dataset: str | None, store: str, fmt: str) -> None:
     st = FeatureStore(store)
     sets = [{"name": fs.name, "rows": fs.n_rows, "dim": fs.dim, "state": "complete" if fs.is_complete else
              f"partial {len(fs.done_chunks())}/{fs.n_chunks} chunks", "failed": fs.counts()["failed"],
-             "created": fs.attrs.get("created", "")} for fs in st.feature_sets(dataset)]
-    encoders = [{"id": r.id, "created": r.created, "config": r.config} for r in list_encoders(st)]
+             "scope": _scope(fs.scope), "created": fs.attrs.get("created", "")} for fs in st.feature_sets(dataset)]
+    encoders = [{"id": r.id, "reader": r.config.get("reader", r.config.get("stage")), "scope": _scope(r.scope),
+                 "created": r.created, "config": r.config} for r in list_encoders(st)]
     emit(fmt, {"store": str(st.root), "feature_sets": sets, "encoders": encoders},
-         lambda: f"feature sets in {st.root}:\n" + table(sets, ["name", "rows", "dim", "state", "failed", "created"])
-         + ("\n\nencoders:\n" + table(encoders, ["id", "created"]) if encoders else ""))
+         lambda: f"feature sets in {st.root}:\n" + table(sets, ["name", "rows", "dim", "state", "failed", "scope",
+                                                                "created"])
+         + ("\n\nencoders:\n" + table(encoders, ["id", "reader", "scope", "created"]) if encoders else ""))
+
+
+def _scope(scope: object) -> str:
+    """A scope in one short cell: the split a learned feature was trained on; "-" for unscoped ones."""
+    return "-" if scope is None else f"{scope.dataset} {scope.protocol} split {scope.split}"
 
 
 @click.command()
