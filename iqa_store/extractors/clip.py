@@ -16,12 +16,11 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from iqa_store.extractors.base import ExtractorError, RunOptions
 from iqa_store.extractors.embedder import ImageEmbedder, TensorRecipe, swapped_parameter
-from iqa_store.extractors.neural import cached_sha256, existing_weights_file, load_state_dict
+from iqa_store.extractors.neural import existing_weights_file, load_state_dict, local_weights_identity
 
 # Extra open_clip model-config folders (JSON files, one per architecture) for custom or tiny
 # architectures; a path list separated by os.pathsep.
@@ -105,11 +104,7 @@ class OpenClipExtractor(ImageEmbedder):
         return config
 
     def weights_identity(self) -> dict[str, Any]:
-        if self.random_init:
-            return {"random_init": True, "seed": self.seed}
-        if self.weights:
-            return {"file": Path(self.weights).name, "sha256": cached_sha256(self.weights)}
-        return self.published_identity()
+        return local_weights_identity(self.weights, self.random_init, self.seed) or self.published_identity()
 
     def published_identity(self) -> dict[str, Any]:
         tag = self._tag()

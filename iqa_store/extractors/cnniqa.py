@@ -21,7 +21,7 @@ import numpy as np
 
 from iqa_store.extractors.base import Extractor, ExtractorError, RunOptions
 from iqa_store.extractors.embedder import pixels_to_input
-from iqa_store.extractors.neural import cached_sha256, existing_weights_file, load_state_dict
+from iqa_store.extractors.neural import existing_weights_file, load_state_dict, local_weights_identity
 from iqa_store.images import ImageReadError, read_rgb
 
 if TYPE_CHECKING:
@@ -75,11 +75,10 @@ class Cnniqa(Extractor):
                 "preprocess": "grey 0-255, 3x3 local contrast normalisation (C = 1), every 32x32 patch"}
 
     def weights_identity(self) -> dict[str, Any]:
-        if self.random_init:
-            return {"random_init": True, "seed": self.seed}
-        if self.weights:
-            return {"file": Path(self.weights).name, "sha256": cached_sha256(self.weights)}
-        raise self._no_weights_error()
+        identity = local_weights_identity(self.weights, self.random_init, self.seed)
+        if identity is None:
+            raise self._no_weights_error()
+        return identity
 
     def weights_source(self) -> str:
         return "--protocol P (the encoders of `iqa-store train cnniqa`), --weights registry:cnniqa/FP or a file"

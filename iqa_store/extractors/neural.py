@@ -75,6 +75,15 @@ def _check_tensors(state: dict[str, Any], path: str) -> None:
                              f"'state_dict': its entries {other[:5]} are not tensors")
 
 
+def local_weights_identity(weights: str | None, random_init: bool, seed: int = 0) -> dict[str, Any] | None:
+    """How random or file weights enter a fingerprint; None when there are neither (published weights)."""
+    if random_init:
+        return {"random_init": True, "seed": seed}
+    if weights:
+        return {"file": Path(weights).name, "sha256": cached_sha256(weights)}
+    return None
+
+
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 

@@ -33,7 +33,8 @@ from PIL import Image
 from iqa_store.extractors.base import Extractor, ExtractorError, RunOptions
 from iqa_store.images import read_rgb
 from iqa_store.extractors.embedder import group_by_shape, half_scale, pixels_to_input
-from iqa_store.extractors.neural import autocast, cached_sha256, check_precision, existing_weights_file, load_state_dict
+from iqa_store.extractors.neural import (autocast, check_precision, existing_weights_file, load_state_dict,
+                                        local_weights_identity)
 from iqa_store.nets import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone, feature_dim
 
 if TYPE_CHECKING:
@@ -108,11 +109,10 @@ class ReiqaExtractor(Extractor):
                                "normalization": self.input_normalization()}}
 
     def weights_identity(self) -> dict[str, Any]:
-        if self.random_init:
-            return {"random_init": True, "seed": self.seed}
-        if self.weights:
-            return {"file": Path(self.weights).name, "sha256": cached_sha256(self.weights)}
-        raise self._no_weights_error()
+        identity = local_weights_identity(self.weights, self.random_init, self.seed)
+        if identity is None:
+            raise self._no_weights_error()
+        return identity
 
     def weights_source(self) -> str:
         return (f"--weights registry:NAME (an encoder from `iqa-store train {self.name}`), or --weights "
