@@ -111,6 +111,7 @@ def big_reference(big_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
     return values
 
 
+@pytest.mark.slow  # end to end across processes: the slow suite
 def test_kill9_midway_then_resume_is_bit_identical(big_dataset: Path, big_reference: np.ndarray, tmp_path: Path) -> None:
     store = tmp_path / "S"
     fs = _precreate(store, big_dataset)
@@ -171,6 +172,7 @@ def test_kill9_midway_then_resume_is_bit_identical(big_dataset: Path, big_refere
     assert np.array_equal(FeatureSet(fs.path).read(), big_reference)
 
 
+@pytest.mark.slow  # end to end across processes: the slow suite
 def test_two_processes_on_one_set(big_dataset: Path, big_reference: np.ndarray, tmp_path: Path) -> None:
     store = tmp_path / "S"
     fs = _precreate(store, big_dataset)

@@ -180,6 +180,7 @@ def _cli_args(root: Path, store: Path, *extra: str) -> list[str]:
             "-q", "--format", "json", *extra]
 
 
+@pytest.mark.slow  # end to end across processes: the slow suite
 def test_two_shard_processes_through_the_cli(tiny_clip: str, dataset: Path, reference: np.ndarray,
                                              tmp_path: Path) -> None:
     store = tmp_path / "S"
@@ -221,6 +222,7 @@ def test_bad_shard_options_are_one_line_errors(tmp_path: Path, extra: list[str],
     assert not (tmp_path / "S").exists()
 
 
+@pytest.mark.slow  # end to end across processes: the slow suite
 def test_local_dask_cluster(tiny_clip: str, dataset: Path, reference: np.ndarray, tmp_path: Path) -> None:
     from distributed import LocalCluster
     store = FeatureStore(tmp_path / "S", chunk_bytes=CHUNK_BYTES)
