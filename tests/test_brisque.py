@@ -28,7 +28,7 @@ import pytest
 from PIL import Image
 from scipy.special import gamma
 
-from iqa_store.extractors import ImageReadError, create_extractor
+from iqa_store.extractors import create_extractor
 from iqa_store.extractors import brisque as bq
 
 FIXTURE = Path(__file__).parent / "fixtures" / "brisque" / "reference.npz"
@@ -450,13 +450,6 @@ def test_extractor_contract(tmp_path):
     assert batch.dtype == np.float32 and batch.shape == (2, 36)
     assert extractor.compute([item]).shape == (1, 36)
     assert len(extractor.fingerprint()) > 8
-
-
-def test_corrupt_file_raises_image_read_error(tmp_path):
-    bad = tmp_path / "broken.jpg"
-    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
-    with pytest.raises(ImageReadError, match="broken.jpg"):
-        bq.Brisque().load_item(bad)
 
 
 def test_module_import_is_light():
