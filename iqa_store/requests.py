@@ -114,12 +114,16 @@ def _absolute(path: str | None) -> str | None:
     return str(Path(path).expanduser().absolute()) if path else None
 
 
+_ALIASES = {"with": "with_", "plot": "plot_dir"}  # the flag names users know from the CLI
+
+
 def request_from_mapping(kind: type, data: Mapping[str, Any], where: str) -> Any:
-    """A request from YAML-style data (``with`` for ``with_``; lists for tuples); clear errors naming ``where``."""
+    """A request from YAML-style data (the CLI's names ``with``, ``plot`` allowed; lists for tuples);
+    clear errors naming ``where``."""
     names = {f.name: f for f in dataclasses.fields(kind)}
     values: dict[str, Any] = {}
     for key, value in data.items():
-        name = "with_" if key == "with" else key.replace("-", "_")
+        name = _ALIASES.get(key, key.replace("-", "_"))
         if name not in names:
             raise RequestError(f"{where}: unknown key {key!r}; known: {', '.join(sorted(names))}")
         values[name] = tuple(value) if isinstance(value, list) else value

@@ -93,3 +93,9 @@ def test_unknown_and_misplaced_step_keys_are_named(tmp_path: Path) -> None:
     spec.write_text("datasets: [{name: demo}]\nextract:\n  - model: brisque\n    root: /data\n")
     with pytest.raises(PipelineError, match=r"'root' comes from the pipeline's datasets list"):
         Pipeline.load(spec)
+
+
+def test_the_shipped_pipelines_load() -> None:
+    for spec in sorted(Path(__file__).resolve().parents[1].glob("pipelines/*.yaml")):
+        pipeline = Pipeline.load(spec)
+        assert pipeline.datasets and (pipeline.extract or pipeline.fit), spec
