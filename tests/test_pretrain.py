@@ -280,6 +280,7 @@ def _cli_args(photos: Path, store: Path, steps: int, workers: int) -> list[str]:
             "--device", "cpu"]
 
 
+@pytest.mark.slow  # the slow suite
 def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(photos: Path, tmp_path: Path) -> None:
     steps = 14
     [whole] = train("reiqa-quality", images=photos, store=tmp_path / "whole", hyperparameters=TINY, steps=steps,
@@ -329,6 +330,7 @@ def test_cli_lists_stages_and_ls_shows_the_encoder(photos: Path, tmp_path: Path)
     assert bad.exit_code == 2 and "resnet-9000" in bad.output
 
 
+@pytest.mark.slow  # the slow suite
 def test_torchrun_ddp_on_cpu_registers_one_encoder(photos: Path, tmp_path: Path) -> None:
     """Two processes (gloo): shuffle BN, gathered keys; rank 0 writes, both report the same encoder."""
     store = tmp_path / "store"

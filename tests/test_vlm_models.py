@@ -134,6 +134,7 @@ def _fake_hub_file(hf_home: Path, repo: str, filename: str) -> Path:
     return path
 
 
+@pytest.mark.slow  # the slow suite
 def test_hpsv2_weights_come_from_the_hugging_face_cache(tiny_clip: str, tiny_clip_configs: Path, image_dataset: Path,
                                                           tmp_path: Path) -> None:
     args = ["extract", "-m", "hpsv2", "-d", "csv", "--root", str(image_dataset), "-o", "labels=labels.csv", "--device",
