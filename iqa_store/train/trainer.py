@@ -186,6 +186,9 @@ def _step(stage: Stage, model: torch.nn.Module, trainable: torch.nn.Module, opti
         group["lr"] = (learning_rate(step, total, config.lr, config.warmup_steps) if config.schedule == "cosine"
                        else constant_rate(step, config.lr, config.warmup_steps))
     batch = _to_device(batch, device)
+    # draws from torch's global generator (dropout) are a function of the step too, or a resumed
+    # run would draw differently from one that never stopped
+    torch.manual_seed(derived_seed(config.seed, step, 2))
     # a per-step generator, the same on every process (MoCo: the shuffle BN permutation)
     context = StepContext(step, total, torch.Generator().manual_seed(derived_seed(config.seed, step, 1)))
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.precision == "bf16"):

@@ -1,0 +1,97 @@
+"""Every registered training stage runs the StageTests conformance suite."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from iqa_store.datasets import load_manifest
+from iqa_store.extraction.jobs import build_extractor
+from iqa_store.extraction.runner import extract
+from iqa_store.extraction.weights import resolve_weights
+from iqa_store.extractors import RunOptions
+from iqa_store.splits import ProtocolSpec
+from iqa_store.store import FeatureStore, Scope
+from iqa_store.train import STAGES
+from iqa_store.train.data import TrainingData
+from iqa_store.train.testing import StageTests
+from tests.conftest import write_images
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _csv_dataset(folder: Path) -> Any:
+    names = write_images(folder, 8, size=(64, 96))
+    pd.DataFrame({"path": names, "mos": np.linspace(1, 5, len(names))}).to_csv(folder / "labels.csv", index=False)
+    return load_manifest("csv", folder, labels="labels.csv", dataset_name="tiny")
+
+
+class Conformance(StageTests):
+    @pytest.fixture
+    def stage_cli(self) -> Any:
+        def view(name: str) -> tuple[str, list, Any]:
+            from click.testing import CliRunner
+
+            from iqa_store.cli import cli
+            from iqa_store.cli.fields import field_options, values
+            shown = CliRunner().invoke(cli, ["train", name, "--help"], terminal_width=400)
+            assert shown.exit_code == 0, shown.output
+            return shown.output, field_options(STAGES.get(name)), values
+        return view
+
+    @pytest.fixture
+    def read_export(self, tmp_path: Path) -> Any:
+        def read(record: Any, store: FeatureStore) -> np.ndarray:
+            reader = record.config["reader"]
+            extractor = build_extractor(reader, resolve_weights(f"registry:{record.id}", reader, store))
+            manifest = _csv_dataset(tmp_path / "reader-data")
+            report = extract(manifest, extractor, store, RunOptions(batch_size=4), progress=False,
+                             log=lambda line: None)
+            return store.get(report.feature_set).read()
+        return read
+
+
+class ImagesOnly(Conformance):
+    @pytest.fixture
+    def training_data(self, tmp_path: Path) -> TrainingData:
+        write_images(tmp_path / "photos", 4, size=(96, 128))
+        return TrainingData.from_folder(tmp_path / "photos")
+
+
+class TestReiqaQuality(ImagesOnly):
+    stage_name = "reiqa-quality"
+    tiny_hyperparameters = {"backbone": "resnet-tiny", "patch": 32, "n_aug": 2, "queue_size": 64, "momentum": 0.9}
+    invalid_hyperparameters = {"backbone": "resnet-9000"}
+    training = {"batch_size": 2, "lr": 0.05}
+
+
+class TestReiqaContent(ImagesOnly):
+    stage_name = "reiqa-content"
+    tiny_hyperparameters = {"backbone": "resnet-tiny", "crop": 32, "queue_size": 16}
+    invalid_hyperparameters = {"backbone": "resnet-9000"}
+    training = {"batch_size": 2, "lr": 0.05}
+
+
+class TestCnniqa(Conformance):
+    stage_name = "cnniqa"
+    tiny_hyperparameters = {"fc_width": 16, "patches_per_image": 2, "dropout": 0.5}
+    invalid_hyperparameters = {"dropout": 1.0}
+    training = {"batch_size": 2}
+
+    @pytest.fixture
+    def training_data(self, tmp_path: Path) -> TrainingData:
+        manifest = _csv_dataset(tmp_path / "labelled")
+        split = FeatureStore(tmp_path / "splits").splits(manifest, ProtocolSpec("random-80-20", 2, 0))[0]
+        return TrainingData.from_split(manifest, split.train, Scope("tiny", "random-80-20", split.key, 0))
+
+
+def test_every_registered_stage_runs_the_suite() -> None:
+    module = sys.modules[__name__]
+    covered = {cls.stage_name for cls in vars(module).values()
+               if isinstance(cls, type) and issubclass(cls, StageTests) and cls.__name__.startswith("Test")}
+    assert covered == set(STAGES.names())
