@@ -21,28 +21,11 @@ from typing import Any, Callable, ClassVar
 from iqa_store.extractors.base import ExtractorError, RunOptions
 from iqa_store.extractors.embedder import ImageEmbedder, TensorRecipe, swapped_parameter
 from iqa_store.extractors.neural import existing_weights_file, load_state_dict, local_weights_identity
+from iqa_store.nets.openclip import open_clip_module as _open_clip
 
-# Extra open_clip model-config folders (JSON files, one per architecture) for custom or tiny
-# architectures; a path list separated by os.pathsep.
-CONFIG_DIRS_ENV = "IQA_OPENCLIP_MODEL_CONFIGS"
 _HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 # Entries of OpenAI's TorchScript archives that are not weights (openai/CLIP drops them too).
 _NOT_WEIGHTS = ("input_resolution", "context_length", "vocab_size")
-
-
-_REGISTERED_CONFIG_DIRS: set[str] = set()
-
-
-def _open_clip() -> Any:
-    """open_clip, with the folders of CONFIG_DIRS_ENV registered once per process (each
-    ``add_model_config`` call appends the folder and rescans every registered one, and this is
-    called per image by the preprocessing)."""
-    import open_clip
-    for folder in filter(None, os.environ.get(CONFIG_DIRS_ENV, "").split(os.pathsep)):
-        if folder not in _REGISTERED_CONFIG_DIRS:
-            open_clip.add_model_config(folder)
-            _REGISTERED_CONFIG_DIRS.add(folder)
-    return open_clip
 
 
 @dataclass

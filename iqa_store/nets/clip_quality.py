@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "LOGIT_SCALE", "CheckpointError", "ClipState", "PromptPair",
            "encode_prompts", "load_clip_state", "pair_probabilities", "pooled_image_features",
-           "prompt_pairs", "prompt_sets", "read_clip_state", "write_qualiclip_state"]
+           "prompt_pairs", "prompt_sets", "qualiclip_tensors", "read_clip_state", "write_qualiclip_state"]
 
 # CLIP's normalisation of [0, 1] RGB values (openai/CLIP, both methods' configs).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -196,12 +196,18 @@ def _qualiclip_state(entries: Mapping[str, Any], path: str) -> ClipState:
 
 def write_qualiclip_state(path: str | Path, visual_state: Mapping[str, "torch.Tensor"],
                           prompts_features: "torch.Tensor") -> None:
-    """An image-encoder export as safetensors: ``clip_model.visual.<key>`` (keys of
-    ``model.visual.state_dict()``) + ``prompts_features``; ``read_clip_state`` reads it back."""
+    """An image-encoder export as safetensors (``qualiclip_tensors``); ``read_clip_state`` reads it back."""
     from safetensors.torch import save_file
+    save_file(qualiclip_tensors(visual_state, prompts_features), str(path))
+
+
+def qualiclip_tensors(visual_state: Mapping[str, "torch.Tensor"],
+                      prompts_features: "torch.Tensor") -> dict[str, "torch.Tensor"]:
+    """The export layout: ``clip_model.visual.<key>`` (keys of ``model.visual.state_dict()``) +
+    ``prompts_features`` (the training stage's registry encoders are written in it too)."""
     tensors = {f"{QUALICLIP_PREFIX}visual.{k}": v.detach().cpu().contiguous() for k, v in visual_state.items()}
     tensors[PROMPTS_KEY] = prompts_features.detach().cpu().float().contiguous()
-    save_file(tensors, str(path))
+    return tensors
 
 
 def load_clip_state(model: Any, state: ClipState, path: str = "the checkpoint") -> None:
