@@ -36,10 +36,10 @@ class ExtractRequest:
 
     model: str = arg(help="Extractor name (`iqa-store models` lists them).", flags=("-m",), required=True)
     dataset: str = arg(help="Dataset adapter: demo, koniq, csv, ...", flags=("-d",), required=True)
-    root: str | None = arg(help="Dataset root folder (or the dataset's environment variable).")
-    dataset_options: Mapping[str, Any] = arg(
-        help="Dataset adapter option, e.g. -o labels=scores.csv -o mos_column=MOS for --dataset csv.",
-        flags=("--option", "-o"), metavar="KEY=VALUE", default_factory=dict)
+    # the CLI's --root and -o are shared by every command that reads a dataset (cli.options.dataset_options)
+    root: str | None = arg(help="Dataset root folder (or the dataset's environment variable).", cli=False)
+    dataset_options: Mapping[str, Any] = arg(help="Dataset adapter options, e.g. labels=scores.csv for csv.",
+                                             cli=False, default_factory=dict)
     weights: str | None = arg(help="registry:NAME[/FINGERPRINT] (an encoder of the store), a checkpoint file "
                                    "(safetensors or a tensor-only torch file) or a transformers save_pretrained "
                                    "folder [default: the model's published weights].")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from iqa_store.cli.options import emit, format_option, parse_key_values
+from iqa_store.cli.options import dataset_options, emit, format_option
 
 
 @click.group()
@@ -43,13 +43,12 @@ def list_(fmt: str) -> None:
     emit(fmt, rows, text)
 
 
-@datasets.command()
+@dataset_options
+@click.command()
 @click.argument("name")
-@click.option("--root", type=click.Path(file_okay=False), help="The dataset folder [default: its environment variable].")
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE", help="Adapter option, e.g. realigned=true.")
 @click.option("--workers", type=click.IntRange(1), help="Threads decoding images [default: all cores].")
 @format_option
-def verify(name: str, root: str | None, options: tuple[str, ...], workers: int | None, fmt: str) -> None:
+def verify(name: str, root: str | None, dataset_options: dict[str, str], workers: int | None, fmt: str) -> None:
     """Check a dataset tree: every listed file present and decodable, counts as published, MOS range.
 
     Exits 1 when anything is wrong, after listing every problem.
@@ -60,7 +59,10 @@ def verify(name: str, root: str | None, options: tuple[str, ...], workers: int |
       iqa-store datasets verify live -o realigned=true --format json
     """
     from iqa_store.datasets.verify import verify_dataset
-    report = verify_dataset(name, root, workers=workers, **parse_key_values(options))
+    report = verify_dataset(name, root, workers=workers, **dataset_options)
     emit(fmt, report.to_dict(), report.text)
     if not report.ok:
         sys.exit(1)
+
+
+datasets.add_command(verify)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from iqa_store.cli.fields import field_options, values
-from iqa_store.cli.options import emit, format_option, store_option
+from iqa_store.cli.options import dataset_options, emit, format_option, store_option
 from iqa_store.requests import ExtractRequest
 
 _HELP = """Extract MODEL features for every image of DATASET into the store.
@@ -42,8 +42,9 @@ _HELP = """Extract MODEL features for every image of DATASET into the store.
 
 def _run(**params: Any) -> None:
     from iqa_store import api
-    fmt, store, strict, quiet, encoder = (params.pop(k) for k in ("fmt", "store", "strict", "quiet", "encoder"))
-    request = ExtractRequest(**values(ExtractRequest, params))
+    fmt, store, strict, quiet, encoder, root, options = (
+        params.pop(k) for k in ("fmt", "store", "strict", "quiet", "encoder", "root", "dataset_options"))
+    request = ExtractRequest(**values(ExtractRequest, params), root=root, dataset_options=options)
     result = api.extract(request, store=store, encoder=encoder, progress=not quiet,
                          log=lambda line: click.echo(line, err=True))
     reports = result if isinstance(result, list) else [result]
@@ -62,4 +63,4 @@ extract = click.Command("extract", callback=_run, help=_HELP, short_help="Extrac
                                 click.Option(["--encoder"], help="Alias of --weights registry:NAME[/FINGERPRINT]."),
                                 click.Option(["--strict"], is_flag=True, help="Exit non-zero when any image failed."),
                                 click.Option(["--quiet", "-q"], is_flag=True, help="No progress bar.")])
-extract = format_option(store_option(extract))
+extract = format_option(store_option(dataset_options(extract)))

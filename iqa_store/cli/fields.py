@@ -54,14 +54,19 @@ def values(cls: type, params: dict[str, Any], *, prefix: str = "", skip: tuple[s
         key = prefix.replace("-", "_") + f.name
         if not f.init or f.name in skip or key not in params:
             continue
-        out[f.name] = _convert(params.pop(key), _kind(hints[f.name], f), f)
+        out[f.name] = _convert(params.pop(key), _kind(hints[f.name], f), f, " / ".join(_flags(f, prefix)))
     return out
+
+
+def _flags(f: dataclasses.Field, prefix: str) -> list[str]:
+    """The field's option names: ``--prefix-name`` and its extra ``flags``."""
+    return ["--" + prefix + f.name.rstrip("_").replace("_", "-"), *f.metadata.get("flags", ())]
 
 
 def _option(f: dataclasses.Field, hint: Any, prefix: str) -> click.Option:
     kind = _kind(hint, f)
-    flag = "--" + prefix + f.name.rstrip("_").replace("_", "-")
-    names = [flag, *f.metadata.get("flags", ()), prefix.replace("-", "_") + f.name]
+    flag, *extra = _flags(f, prefix)
+    names = [flag, *extra, prefix.replace("-", "_") + f.name]
     default = _default(f)
     help_text = f.metadata.get("help") or ""
     if kind.flag:
@@ -128,29 +133,29 @@ def _shown(default: Any) -> str | None:
     return str(default)
 
 
-def _convert(raw: Any, kind: _Kind, f: dataclasses.Field) -> Any:
-    """A parsed option as the field's value; None (not given) means the field's default."""
+def _convert(raw: Any, kind: _Kind, f: dataclasses.Field, hint: str) -> Any:
+    """A parsed option as the field's value; None (not given) means the field's default.
+    ``hint`` names the option in errors, as click does."""
     if kind.flag:
         return bool(raw)
     if kind.mapping:
-        return parse_key_values(tuple(raw or ()), "--" + f.name.replace("_", "-"), numbers=True) if raw else _default(f)
+        return parse_key_values(tuple(raw or ()), hint, numbers=True) if raw else _default(f)
     if kind.many:
         if not raw:
             return _default(f)
         items = [part.strip() for text in raw for part in str(text).split(",") if part.strip()]
-        return tuple(_item(item, kind.item, f) for item in items)
+        return tuple(_item(item, kind.item, hint) for item in items)
     if raw is None:
         return _default(f)
-    return _item(raw, kind.item, f)
+    return _item(raw, kind.item, hint)
 
 
-def _item(text: Any, item: Any, f: dataclasses.Field) -> Any:
+def _item(text: Any, item: Any, hint: str) -> Any:
     if isinstance(item, type) and issubclass(item, enum.Enum):
         return item(text)
     if item in (int, float, Path):
         try:
             return item(text)
         except ValueError:
-            raise click.BadParameter(f"{text!r} is not a valid {item.__name__}",
-                                     param_hint="--" + f.name.replace("_", "-")) from None
+            raise click.BadParameter(f"{text!r} is not a valid {item.__name__}", param_hint=hint) from None
     return text

@@ -13,21 +13,44 @@ format_option = click.option("--format", "fmt", type=click.Choice(["text", "json
                              help="Output format.")
 
 
+def dataset_options(command: click.Command) -> click.Command:
+    """``--root`` and ``-o KEY=VALUE``: the one definition of how every command that reads a
+    dataset through its adapter (extract, import, train, datasets verify) is told where it is and
+    how to read it. The options arrive as ``root`` and ``dataset_options`` (a dict of text values;
+    the adapter checks and types them, so every command reports a bad option the same way).
+    They are listed right after the command's ``--dataset`` when it has one."""
+    names = [p.name for p in command.params]
+    at = names.index("dataset") + 1 if "dataset" in names else len(names)
+    command.params[at:at] = [
+        click.Option(["--root"], type=click.Path(file_okay=False),
+                     help="Dataset root folder [default: the dataset's environment variable]."),
+        click.Option(["--option", "-o", "dataset_options"], multiple=True, metavar="KEY=VALUE",
+                     callback=lambda ctx, param, pairs: split_key_values(pairs, "--option"),
+                     help="Dataset adapter option, e.g. -o labels=scores.csv -o mos_column=MOS for --dataset csv "
+                          "(`iqa-store datasets list` shows each dataset's options).")]
+    return command
+
+
 def emit(fmt: str, data: Any, text: Callable[[], str]) -> None:
     """Print ``data`` as JSON or ``text()`` as plain text."""
     click.echo(json.dumps(data, indent=2, default=str) if fmt == "json" else text())
 
 
-def parse_key_values(pairs: tuple[str, ...], option: str = "--option", numbers: bool = False) -> dict[str, object]:
-    """KEY=VALUE pairs as keyword arguments: dashes become underscores, true/false booleans and,
-    with ``numbers`` (settings, not file or column names), integers and decimals numbers."""
-    options: dict[str, object] = {}
+def split_key_values(pairs: tuple[str, ...], option: str) -> dict[str, str]:
+    """KEY=VALUE pairs as keyword arguments of text values; dashes in keys become underscores."""
+    options: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
+        if not sep or not key.strip():
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=option)
-        options[key.replace("-", "_")] = _value(value, numbers)
+        options[key.strip().replace("-", "_")] = value
     return options
+
+
+def parse_key_values(pairs: tuple[str, ...], option: str, numbers: bool = False) -> dict[str, object]:
+    """KEY=VALUE pairs as keyword arguments: true/false booleans and, with ``numbers`` (settings,
+    not file or column names), integers and decimals numbers."""
+    return {key: _value(value, numbers) for key, value in split_key_values(pairs, option).items()}
 
 
 def _value(text: str, numbers: bool) -> object:

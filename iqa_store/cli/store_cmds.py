@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from iqa_store.cli.options import emit, format_option, store_option, table
+from iqa_store.cli.options import dataset_options, emit, format_option, store_option, table
 
 
 @click.command()
@@ -120,26 +120,32 @@ def export(name: str, out: str, store: str) -> None:
         click.echo(f"wrote {path}")
 
 
+@dataset_options
 @click.command(name="import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--dataset", "-d", required=True, help="Dataset the rows belong to (its labels must be in the store, or give --root).")
+@click.option("--dataset", "-d", required=True,
+              help="Dataset the rows belong to: read with --root and -o, or its labels already in the store.")
 @click.option("--name", "-n", required=True, help="Feature name to register, e.g. metaiqa.")
 @click.option("--ids", "ids_file", type=click.Path(exists=True, dir_okay=False), help="Ids file for .npy [default: FILE.ids.txt].")
-@click.option("--root", type=click.Path(), help="Dataset root, to read its labels when the store has none yet.")
 @store_option
-def import_(file: str, dataset: str, name: str, ids_file: str | None, root: str | None, store: str) -> None:
+def import_(file: str, dataset: str, name: str, ids_file: str | None, root: str | None,
+            dataset_options: dict[str, str], store: str) -> None:
     """Import features computed elsewhere (HDF5 with 'features' and 'ids', or .npy + ids file).
 
-    Rows are matched to the dataset's images by id; unknown ids are an error.
+    Rows are matched to the dataset's images by id; unknown ids are an error. The dataset is
+    read from --root (with its -o options) when given, else from the labels an earlier
+    extraction stored.
 
     \b
-    Example:
+    Examples:
       iqa-store import metaiqa_koniq.h5 --dataset koniq --name metaiqa
+      iqa-store import mine.h5 -d csv --root ~/photos -o labels=mos.csv --name mine
     """
     from iqa_store.datasets import load_manifest
     from iqa_store.store import FeatureStore
     from iqa_store.store.transfer import import_feature_set
     st = FeatureStore(store)
-    manifest = load_manifest(dataset, root) if root else st.load_manifest(dataset)
+    from_tree = root is not None or dataset_options
+    manifest = load_manifest(dataset, root, **dataset_options) if from_tree else st.load_manifest(dataset)
     fs = import_feature_set(st, Path(file), manifest, name, Path(ids_file) if ids_file else None)
     click.echo(f"imported {fs.name}: {fs.counts()}")

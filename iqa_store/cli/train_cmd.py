@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from iqa_store.cli.fields import field_options, values
-from iqa_store.cli.options import emit, format_option, parse_key_values, store_option
+from iqa_store.cli.options import dataset_options, emit, format_option, store_option
 
 
 class StageGroup(click.Group):
@@ -73,8 +73,6 @@ def _stage_command(name: str, stage: Any) -> click.Command:
         data += [click.Option(["--images"], type=click.Path(file_okay=False), help="Folder of training images (searched recursively)."),
                  click.Option(["--checkpoint-dir"], type=click.Path(file_okay=False), help="[default: STORE/pretrain/NAME-RUN]")]
     params = [*field_options(stage), *data,
-              click.Option(["--root"], type=click.Path(), help="Dataset root (or the dataset's environment variable)."),
-              click.Option(["--option", "-o", "dataset_options"], multiple=True, metavar="KEY=VALUE", help="Dataset adapter option."),
               click.Option(["--epochs"], type=click.IntRange(1), help=f"Passes over the images [default: {defaults.epochs}]."),
               click.Option(["--steps"], type=click.IntRange(1), help="Total optimiser steps; overrides --epochs."),
               click.Option(["--batch-size"], type=click.IntRange(1), help=f"Source images per step, all processes together [default: {defaults.batch_size}]."),
@@ -93,7 +91,7 @@ def _stage_command(name: str, stage: Any) -> click.Command:
               click.Option(["--quiet", "-q"], is_flag=True, help="No progress bar.")]
     command = click.Command(name, params=params, callback=lambda **kw: _run(name, stage, kw),
                             help=(stage.__doc__ or "").strip() or None, short_help=_first_line(stage))
-    return format_option(store_option(command))
+    return format_option(store_option(dataset_options(command)))
 
 
 def _run(name: str, stage: Any, options: dict[str, Any]) -> None:
@@ -106,7 +104,7 @@ def _run(name: str, stage: Any, options: dict[str, Any]) -> None:
         options["only_splits"] = list(options["only_splits"]) or None
     try:
         reports = api.train(
-            name, dataset_options=parse_key_values(options.pop("dataset_options")), hyperparameters=hyper,
+            name, dataset_options=options.pop("dataset_options"), hyperparameters=hyper,
             progress=not quiet, log=lambda line: click.echo(line, err=True),
             device=api.resolve_device(options.pop("device")),
             workers=api.default_workers() if workers is None else workers, **options)

@@ -7,13 +7,14 @@ To add a dataset: write its module (a ``DatasetAdapter`` subclass) and add one
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from iqa_store.datasets.base import DatasetAdapter
+from iqa_store.datasets.base import AdapterOption, DatasetAdapter, DatasetOptionError
 from iqa_store.datasets.manifest import Manifest, ManifestError, resolve_inside
 from iqa_store.registry import Registry
 
-__all__ = ["DATASETS", "DatasetAdapter", "Manifest", "ManifestError", "load_manifest", "resolve_inside"]
+__all__ = ["DATASETS", "AdapterOption", "DatasetAdapter", "DatasetOptionError", "Manifest", "ManifestError",
+           "build_adapter", "load_manifest", "resolve_inside"]
 
 DATASETS: Registry = Registry("dataset")
 
@@ -32,7 +33,12 @@ DATASETS.register("flive", "iqa_store.datasets.flive:FLIVE", help="FLIVE / PaQ-2
 DATASETS.register("bid", "iqa_store.datasets.bid:BID", help="BID blurred images (Ciancio et al. 2011)")
 
 
+def build_adapter(name: str, options: Mapping[str, Any] | None = None) -> DatasetAdapter:
+    """The adapter of dataset ``name`` with ``options`` checked (unknown, missing, wrong type):
+    every caller builds adapters here, so every command checks options the same way."""
+    return DATASETS.get(name).from_options(options or {})
+
+
 def load_manifest(name: str, root: str | Path | None = None, **options: Any) -> Manifest:
     """Read dataset ``name`` from ``root`` (or its environment variable) into a Manifest."""
-    adapter: DatasetAdapter = DATASETS.get(name)(**options)
-    return adapter.manifest(root)
+    return build_adapter(name, options).manifest(root)
