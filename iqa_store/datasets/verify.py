@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from iqa_store.datasets import DATASETS, DatasetAdapter, Manifest, ManifestError
+from iqa_store.datasets import DATASETS, DatasetAdapter, Manifest, ManifestError, build_adapter
 
 __all__ = ["Problem", "VerifyReport", "describe_datasets", "verify_dataset"]
 
@@ -70,7 +70,7 @@ def describe_datasets() -> list[dict[str, Any]]:
 def verify_dataset(name: str, root: str | Path | None = None, *, workers: int | None = None,
                    **options: Any) -> VerifyReport:
     """Check the tree of dataset ``name`` at ``root`` (or its environment variable)."""
-    adapter: DatasetAdapter = DATASETS.get(name)(**options)
+    adapter = build_adapter(name, options)
     report = VerifyReport(name, str(root))
     try:
         resolved = adapter.resolve_root(root)
