@@ -37,6 +37,7 @@ def list_(fmt: str) -> None:
             lines += [f"  {label}: {row[key]}" for label, key in (("scale", "scale"), ("official split", "splits"))
                       if row[key]]
             lines += [f"  root: {root}", f"  layout: {row['layout']}"]
+            lines += [f"  options (-o KEY=VALUE): {', '.join(row['options'])}"] if row["options"] else []
             lines += [f"  cite: {row['citation']}"] if row["citation"] else []
             blocks.append("\n".join(lines))
         return "\n\n".join(blocks)

@@ -63,7 +63,8 @@ def describe_datasets() -> list[dict[str, Any]]:
                      "images": None if published is None else published.images,
                      "references": None if published is None else published.references,
                      "splits": None if published is None else published.splits or None,
-                     "scale": None if published is None else published.scale, "citation": adapter.citation})
+                     "scale": None if published is None else published.scale, "citation": adapter.citation,
+                     "options": [option.describe() for option in adapter.options()]})
     return rows
 
 
