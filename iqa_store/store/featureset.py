@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from iqa_store.store.files import FileLock, read_json, write_json_atomic
+from iqa_store.store.files import DamagedFileError, FileLock, read_json, write_json_atomic
 from iqa_store.store.scope import Scope, scope_from_dict
 
 PENDING, DONE, FAILED = 0, 1, 2
@@ -61,7 +61,15 @@ class FeatureSet:
     # --- identity and attributes -------------------------------------------------------
     @cached_property
     def attrs(self) -> dict[str, Any]:
-        return dict(zarr.open_group(self.path, mode="r").attrs)
+        try:
+            attrs = dict(zarr.open_group(self.path, mode="r").attrs)
+        except ValueError as error:  # zarr's own errors and JSONDecodeError: a damaged zarr.json
+            raise DamagedFileError(f"damaged feature set {self.path}: {error}; remove it and extract again") from None
+        missing = [key for key in ("dataset", "extractor", "fingerprint", "n_rows", "dim") if key not in attrs]
+        if missing:
+            raise DamagedFileError(f"damaged feature set {self.path}: its zarr.json lacks {missing}; "
+                                   "remove it and extract again")
+        return attrs
 
     @property
     def dataset(self) -> str:

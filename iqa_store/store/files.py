@@ -25,9 +25,17 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+class DamagedFileError(ValueError):
+    """A store file that cannot be read back (truncated, overwritten, not written by us)."""
+
+
 def read_json(path: Path) -> Any:
-    with open(path) as handle:
-        return json.load(handle)
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DamagedFileError(f"damaged store file {path}: not valid JSON ({error}); delete it and rerun "
+                               "the command that wrote it") from None
 
 
 class FileLock:
