@@ -12,7 +12,7 @@ import os
 from typing import Any, Callable
 
 from iqa_store.datasets import load_manifest
-from iqa_store.extraction.runner import ExtractionReport, check_shard, extract, parse_shard
+from iqa_store.extraction.runner import ExtractionReport, check_shard, extract, parse_shard, resolve_device
 from iqa_store.extraction.weights import REGISTRY_PREFIX, ResolvedWeights, resolve_weights, scoped_weights
 from iqa_store.extractors import EXTRACTORS, RunOptions
 from iqa_store.requests import ExtractRequest, RequestError
@@ -21,25 +21,24 @@ from iqa_store.store import FeatureStore, Scope
 __all__ = ["build_extractor", "default_workers", "resolve_device", "run_request"]
 
 
-def resolve_device(device: str = "auto") -> str:
-    if device != "auto":
-        return device
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
 def build_extractor(model: str, weights: ResolvedWeights = ResolvedWeights("published"), *, device: str = "cpu",
                     random_init: bool = False, precision: str | None = None, **settings: Any) -> Any:
-    """The extractor ``model`` with its resolved weights; only the options it accepts are passed."""
+    """The extractor ``model`` with its resolved weights; only the options it accepts are passed.
+
+    ``device`` may be "auto": it is resolved (importing torch) only for a model whose default
+    precision depends on it (bf16 on CUDA), so building BRISQUE never imports torch.
+    """
     builder = EXTRACTORS.get(model)
     accepted = {f.name for f in dataclasses.fields(builder()) if f.init}
+    if precision is None and "precision" in accepted:
+        precision = "bf16" if resolve_device(device).startswith("cuda") else None
     wanted = {"weights": weights.path, "random_init": random_init or None,
               "encoder_config": weights.config if weights.source == "registry" and "encoder_config" in accepted else None,
-              "precision": precision or ("bf16" if device.startswith("cuda") else None), **settings}
+              "precision": precision, **settings}
     given = {k: v for k, v in wanted.items() if v is not None}
     rejected = sorted(k for k in given if k not in accepted and k != "precision")
     if rejected:
@@ -56,7 +55,7 @@ def run_request(request: ExtractRequest, store: FeatureStore, *, progress: bool 
         return extract_on_cluster(request.scheduler, request.with_absolute_paths(),
                                   FeatureStore(store.root.absolute(), store.chunk_bytes), request.shards, log=log)
     shard = parse_shard(request.shard) if request.shard else None
-    device = resolve_device(request.device)
+    device = request.device  # "auto" stays unresolved until a model runs: a cached set imports no torch
     manifest = load_manifest(request.dataset, request.root, **dict(request.dataset_options))
     options = RunOptions(device=device, batch_size=request.batch_size,
                          workers=default_workers() if request.workers is None else request.workers)

@@ -35,6 +35,18 @@ _WAIT_SECONDS = 2.0
 _SHARD_FORMAT = "I/N (shard I of N, 0 <= I < N), e.g. 0/4"
 
 
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"``: ``cuda`` when torch sees a GPU, else ``cpu``; any other name as given.
+
+    Only called where a model is about to run (or its fingerprint depends on the device):
+    importing torch costs more than a cached extraction, which must not pay for it.
+    """
+    if device != "auto":
+        return device
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def check_shard(shard: Any) -> tuple[int, int]:
     """``(i, n)`` as two ints with ``n >= 1`` and ``0 <= i < n``; ValueError otherwise."""
     try:
@@ -256,7 +268,8 @@ def extract(manifest: Manifest, extractor: Extractor, store: FeatureStore, optio
             while pending := [k for k in fs.pending_chunks() if k in mine]:
                 todo = sum(1 for k in pending for r in range(*fs.chunk_rows(k)) if r not in reuse)
                 if todo and not prepared:
-                    options = _decoding_options(options, report, log)
+                    options = _decoding_options(dataclasses.replace(options, device=resolve_device(options.device)),
+                                                report, log)
                     loading = time.perf_counter()
                     extractor.prepare(options)
                     report.prepare_seconds = time.perf_counter() - loading
