@@ -21,6 +21,9 @@ from scipy import ndimage
 
 from conftest import TINY_CLIP_ARCH, TINY_CLIP_RN_ARCH, PicklePayload
 from test_brisque import _slow_brisque
+from test_clip_quality import random_prompt_features
+from test_clipiqa import pairs_of, reference_scores, reference_text_features
+from test_clipiqa import tiny_model as tiny_clip_quality_model
 from test_hf_extractors import direct, tiny_model
 from test_reiqa_extractor import published_checkpoint, random_state, reference_features
 from test_vlm_models import _model, _open_clip, _tiny_state
@@ -198,6 +201,44 @@ class TestAlign(_TransformersSuite):
 class TestAltClip(_TransformersSuite):
     registry_name = kind = "altclip"
     changing_settings = [("normalize", True), ("policy", "full"), ("policy", "twoscale")]
+
+
+# --- CLIP-IQA and QualiCLIP ---------------------------------------------------------------------
+
+@pytest.mark.usefixtures("tiny_clip")
+class _ClipQualitySuite(Conformance):
+    """A tiny random CLIP ResNet (test_clipiqa's model and definition-based reference)."""
+
+    def make_extractor(self, folder: Path) -> Extractor:
+        return create_extractor(self.registry_name, arch=TINY_CLIP_RN_ARCH, weights=str(self.write_weights(folder)))
+
+
+class TestClipIqa(_ClipQualitySuite):
+    registry_name = "clipiqa"
+    covers = ("clipiqa-embedding",)
+    changing_settings = [("scale", 50.0), ("prompts", "clipiqa-attributes"), ("output", "embedding")]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return tiny_clip_quality_model(0).state_dict()
+
+    def reference(self, paths: list[Path]) -> np.ndarray:
+        model = tiny_clip_quality_model(0)
+        return reference_scores(model, paths, reference_text_features(model, pairs_of("clipiqa")), 100.0, False)
+
+
+class TestQualiClip(_ClipQualitySuite):
+    """The published qualiclip.pth layout: clip_model.* + prompts_features."""
+
+    registry_name = "qualiclip"
+    covers = ("qualiclip-embedding",)
+    changing_settings = [("scale", 50.0), ("output", "embedding")]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {**{f"clip_model.{k}": v for k, v in tiny_clip_quality_model(0).state_dict().items()},
+                "prompts_features": random_prompt_features(7, 32)}
+
+    def reference(self, paths: list[Path]) -> np.ndarray:
+        return reference_scores(tiny_clip_quality_model(0), paths, random_prompt_features(7, 32).numpy(), 100.0, True)
 
 
 # --- Re-IQA --------------------------------------------------------------------------------------

@@ -24,6 +24,10 @@ EXTRACTORS.register("brisque", "iqa_store.extractors.brisque:Brisque",
                     help="BRISQUE, 36 natural-scene statistics (Mittal et al. 2012), MATLAB-exact")
 EXTRACTORS.register("cnniqa", "iqa_store.extractors.cnniqa:Cnniqa",
                     help="CNNIQA patch network (Kang et al. 2014), trained per split: --protocol P (800-d, or 512)")
+EXTRACTORS.register("clipiqa", "iqa_store.extractors.clipiqa:clipiqa",
+                    help="CLIP-IQA score: OpenAI RN50, softmax(100 cos) per prompt pair (default Good/Bad photo.)")
+EXTRACTORS.register("clipiqa-embedding", "iqa_store.extractors.clipiqa:clipiqa_embedding",
+                    help="CLIP-IQA's image feature: RN50 attention pool without positions, native size (1024-d)")
 EXTRACTORS.register("clip-vitb16", "iqa_store.extractors.clip:clip_vitb16", help="OpenAI CLIP ViT-B/16 image embedding (512-d)")
 EXTRACTORS.register("clip-vitb32", "iqa_store.extractors.clip:clip_vitb32", help="OpenAI CLIP ViT-B/32 image embedding (512-d)")
 EXTRACTORS.register("clip-vitl14", "iqa_store.extractors.clip:clip_vitl14", help="OpenAI CLIP ViT-L/14 image embedding (768-d)")
@@ -40,6 +44,10 @@ EXTRACTORS.register("hps", "iqa_store.extractors.hps:Hps",
                     help="HPS v1: CLIP ViT-L/14 fine-tuned on human preferences (768-d); --weights hpc.pth")
 EXTRACTORS.register("hpsv2", "iqa_store.extractors.hps:HpsV2",
                     help="HPS v2 / v2.1: open_clip ViT-H/14 fine-tuned on human preferences (1024-d)")
+EXTRACTORS.register("qualiclip", "iqa_store.extractors.clipiqa:qualiclip",
+                    help="QualiCLIP score: mean over 7 prompt pairs of softmax(100 cos); --weights qualiclip.pth")
+EXTRACTORS.register("qualiclip-embedding", "iqa_store.extractors.clipiqa:qualiclip_embedding",
+                    help="QualiCLIP's image feature: its RN50 attention pool without positions, native size (1024-d)")
 EXTRACTORS.register("reiqa-content", "iqa_store.extractors.reiqa:ReiqaContent",
                     help="Re-IQA content encoder, full + half scale (4096-d for ResNet-50); --encoder or --weights")
 EXTRACTORS.register("reiqa-quality", "iqa_store.extractors.reiqa:ReiqaQuality",

@@ -1,0 +1,198 @@
+"""CLIP-IQA and QualiCLIP scores recomputed from their definitions, against what a real extraction stores.
+
+A tiny random CLIP ResNet (``tiny_rn_clip``) is saved in each official layout (OpenAI's fp16
+state dict, open_clip's safetensors, the published ``qualiclip.pth``, the QualiCLIP stage's
+registry export); ``iqa_store.api.extract`` runs on a small image tree of two sizes into a real
+store. The reference is independent of the extractor: pixels normalised in numpy, the
+attention pool written out in float64 without positions (``manual_pool_without_positions``),
+per-pair softmax of scale x cosine in numpy, the mean over pairs for QualiCLIP.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TINY_CLIP_RN_ARCH, write_images
+from test_clip_quality import manual_pool_without_positions, random_prompt_features, tiny_rn_clip, write_layout
+from iqa_store import api
+from iqa_store.extractors import ExtractorError, RunOptions, create_extractor
+from iqa_store.nets.clip_quality import CLIP_MEAN, CLIP_STD, prompt_pairs, qualiclip_tensors
+from iqa_store.store import FeatureStore
+from iqa_store.store.encoders import save_encoder
+
+pytestmark = pytest.mark.usefixtures("tiny_clip", "one_torch_thread")
+
+
+@functools.cache
+def tiny_model(seed: int) -> Any:
+    """The tiny CLIP ResNet of seed ``seed`` (configs folder from the tiny_clip fixture's environment)."""
+    return tiny_rn_clip(Path(os.environ["IQA_OPENCLIP_MODEL_CONFIGS"]), seed)
+
+
+def fp16_rounded(model: Any) -> Any:
+    """What a model saved in OpenAI's fp16 layout loads back as."""
+    rounded = copy.deepcopy(model)
+    with torch.no_grad():
+        for tensor in rounded.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    return rounded
+
+
+def reference_pooled(model: Any, path: Path) -> np.ndarray:
+    """The unnormalised attention-pool output of one whole image, pool written out in float64."""
+    pixels = (np.asarray(Image.open(path).convert("RGB"), np.float64) / 255 - CLIP_MEAN) / CLIP_STD
+    x = torch.from_numpy(pixels.transpose(2, 0, 1)[None].astype(np.float32))
+    visual = model.visual
+    with torch.no_grad():
+        feature_map = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(x)))))
+        return manual_pool_without_positions(visual.attnpool, feature_map).numpy()[0]
+
+
+def reference_text_features(model: Any, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """Each prompt through the text tower alone, L2-normalised in numpy, in pair order."""
+    from iqa_store.nets.openclip import open_clip_module
+    tokenizer = open_clip_module().get_tokenizer(TINY_CLIP_RN_ARCH)
+    with torch.no_grad():
+        rows = [model.encode_text(tokenizer([text]))[0].double().numpy() for pair in pairs for text in pair]
+    return np.stack([row / np.linalg.norm(row) for row in rows])
+
+
+def reference_scores(model: Any, paths: list[Path], prompt_features: np.ndarray, scale: float,
+                     mean_over_pairs: bool) -> np.ndarray:
+    """Per image, per pair: exp(s cos+) / (exp(s cos+) + exp(s cos-)); QualiCLIP: their mean."""
+    rows = []
+    for path in paths:
+        image = reference_pooled(model, path).astype(np.float64)
+        cosine = (np.asarray(prompt_features, np.float64) @ (image / np.linalg.norm(image))).reshape(-1, 2)
+        positive = 1.0 / (1.0 + np.exp(scale * (cosine[:, 1] - cosine[:, 0])))
+        rows.append([positive.mean()] if mean_over_pairs else positive)
+    return np.asarray(rows)
+
+
+@pytest.fixture(scope="module")
+def image_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A csv dataset: images of two sizes (64 x 96 and 96 x 128), so the pool runs on two grids."""
+    root = tmp_path_factory.mktemp("clipiqa-data")
+    names = [f"small/{n}" for n in write_images(root / "small", 3, (64, 96), seed=1)]
+    names += [f"large/{n}" for n in write_images(root / "large", 2, (96, 128), seed=2)]
+    pd.DataFrame({"path": names, "mos": np.arange(1.0, len(names) + 1)}).to_csv(root / "labels.csv", index=False)
+    return root
+
+
+def stored(model: str, root: Path, store: Path, weights: str, **settings: Any) -> tuple[np.ndarray, list[Path], Any]:
+    """Extract through the API into a real store: (values, image paths in row order, feature set)."""
+    report = api.extract(model, "csv", root=str(root), dataset_options={"labels": "labels.csv", "dataset_name": "toy"},
+                         store=str(store), weights=weights, settings={"arch": TINY_CLIP_RN_ARCH, **settings},
+                         device="cpu", workers=0, batch_size=2, progress=False, log=lambda _: None)
+    assert report.status == "complete" and not report.failures
+    feature_set = FeatureStore(store).get(report.feature_set)
+    return feature_set.read(), [root / p for p in feature_set.rel_paths], feature_set
+
+
+def pairs_of(name: str) -> list[tuple[str, str]]:
+    return [pair.texts for pair in prompt_pairs(name)]
+
+
+@pytest.mark.parametrize("layout", ["openai", "open_clip", "qualiclip"])
+@pytest.mark.parametrize("prompts", ["clipiqa", "clipiqa-attributes"])
+def test_clipiqa_columns_equal_the_definition(layout: str, prompts: str, image_tree: Path, tmp_path: Path) -> None:
+    model = tiny_model(0)
+    suffix = ".safetensors" if layout == "open_clip" else ".pth"
+    weights = write_layout(model, layout, tmp_path / f"w{suffix}", random_prompt_features(7, 32))
+    values, paths, feature_set = stored("clipiqa", image_tree, tmp_path / "store", str(weights), prompts=prompts)
+    loaded = fp16_rounded(model) if layout == "openai" else model
+    expected = reference_scores(loaded, paths, reference_text_features(loaded, pairs_of(prompts)), 100.0, False)
+    assert values.shape == (5, len(prompt_pairs(prompts)))
+    np.testing.assert_allclose(values, expected, atol=1e-5, rtol=0)
+    declared = feature_set.attrs["extractor_settings"]["score"]
+    assert declared["columns"] == [pair.name for pair in prompt_pairs(prompts)] and declared["range"] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("scale", [100.0, 50.0])
+def test_qualiclip_score_uses_the_checkpoints_prompt_features(scale: float, image_tree: Path, tmp_path: Path) -> None:
+    """The published layout: the score is taken against ``prompts_features``, not the text tower."""
+    model = tiny_model(0)
+    prompts = random_prompt_features(7, 32, seed=4)
+    weights = write_layout(model, "qualiclip", tmp_path / "qualiclip.pth", prompts)
+    values, paths, feature_set = stored("qualiclip", image_tree, tmp_path / "store", str(weights), scale=scale)
+    np.testing.assert_allclose(values, reference_scores(model, paths, prompts.numpy(), scale, True), atol=1e-5, rtol=0)
+    from_text = reference_scores(model, paths, reference_text_features(model, pairs_of("qualiclip")), scale, True)
+    assert np.abs(values - from_text).max() > 1e-3
+    assert feature_set.attrs["extractor_settings"]["scale"] == scale
+
+
+def test_qualiclip_without_prompt_features_encodes_its_seven_pairs(image_tree: Path, tmp_path: Path) -> None:
+    model = tiny_model(1)
+    weights = write_layout(model, "open_clip", tmp_path / "w.safetensors")
+    values, paths, _ = stored("qualiclip", image_tree, tmp_path / "store", str(weights))
+    expected = reference_scores(model, paths, reference_text_features(model, pairs_of("qualiclip")), 100.0, True)
+    np.testing.assert_allclose(values, expected, atol=1e-5, rtol=0)
+
+
+def test_a_registry_encoder_in_the_export_layout(image_tree: Path, tmp_path: Path) -> None:
+    """What ``iqa-store train qualiclip`` registers (image tower + prompt features) read by -m qualiclip
+    and -m qualiclip-embedding; the arch comes from the encoder's config."""
+    model = tiny_model(2)
+    prompts = random_prompt_features(7, 32, seed=6)
+    store = FeatureStore(tmp_path / "store")
+    save_encoder(store, "qualiclip", qualiclip_tensors(model.visual.state_dict(), prompts),
+                 {"reader": "qualiclip", "arch": TINY_CLIP_RN_ARCH}, {"stage": "test"})
+    report = api.extract("qualiclip", "csv", root=str(image_tree), store=store, weights="registry:qualiclip",
+                         dataset_options={"labels": "labels.csv", "dataset_name": "toy"}, device="cpu", workers=0,
+                         progress=False, log=lambda _: None)
+    feature_set = store.get(report.feature_set)
+    paths = [image_tree / p for p in feature_set.rel_paths]
+    np.testing.assert_allclose(feature_set.read(), reference_scores(model, paths, prompts.numpy(), 100.0, True),
+                               atol=1e-5, rtol=0)
+    embedding = api.extract("qualiclip", "csv", root=str(image_tree), store=store, weights="registry:qualiclip",
+                            dataset_options={"labels": "labels.csv", "dataset_name": "toy"}, device="cpu", workers=0,
+                            settings={"output": "embedding"}, progress=False, log=lambda _: None)
+    assert embedding.feature_set.split("/")[1] == "qualiclip-embedding"
+    np.testing.assert_allclose(store.get(embedding.feature_set).read(), [reference_pooled(model, p) for p in paths],
+                               atol=1e-5, rtol=1e-4)
+
+
+def test_embedding_models_store_the_pool_output(image_tree: Path, tmp_path: Path) -> None:
+    model = tiny_model(0)
+    weights = write_layout(model, "qualiclip", tmp_path / "qualiclip.pth", random_prompt_features(7, 32))
+    for name in ("clipiqa-embedding", "qualiclip-embedding"):
+        values, paths, feature_set = stored(name, image_tree, tmp_path / "store", str(weights))
+        assert feature_set.extractor == name and "score" not in feature_set.attrs["extractor_settings"]
+        np.testing.assert_allclose(values, [reference_pooled(model, p) for p in paths], atol=1e-5, rtol=1e-4)
+
+
+def test_written_out_prompt_pairs_and_bad_settings() -> None:
+    extractor = create_extractor("clipiqa", prompts="Sharp photo./Blurry photo.; Noisy photo./Clean photo.")
+    assert extractor.settings()["prompts"] == [["Sharp photo.", "Blurry photo."], ["Noisy photo.", "Clean photo."]]
+    assert extractor.dim == 2 and extractor.settings()["score"]["higher_is_better"] == [None, None]
+    with pytest.raises(ExtractorError, match="prompts 'nope': not a prompt set"):
+        create_extractor("clipiqa", prompts="nope")
+    with pytest.raises(ExtractorError, match="pair 2 'Bad photo.' is not POSITIVE/NEGATIVE"):
+        create_extractor("clipiqa", prompts="Good photo./x;Bad photo.")
+    with pytest.raises(ExtractorError, match="normalize .* goes with output=embedding"):
+        create_extractor("qualiclip", normalize=True)
+    assert create_extractor("qualiclip-embedding", normalize=True).dim == 1024
+
+
+def test_clipiqa_refuses_an_image_encoder_export(tmp_path: Path) -> None:
+    model = tiny_model(0)
+    weights = write_layout(model, "qualiclip-visual", tmp_path / "export.safetensors", random_prompt_features(7, 32))
+    extractor = create_extractor("clipiqa", arch=TINY_CLIP_RN_ARCH, weights=str(weights))
+    with pytest.raises(ExtractorError, match="holds only an image encoder .* read it with -m qualiclip"):
+        extractor.prepare(RunOptions())
+
+
+def test_qualiclip_without_weights_names_the_published_file() -> None:
+    with pytest.raises(ExtractorError, match=r"qualiclip.pth .*--weights"):
+        create_extractor("qualiclip").prepare(RunOptions())
