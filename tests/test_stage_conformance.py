@@ -20,7 +20,7 @@ from iqa_store.store import FeatureStore, Scope
 from iqa_store.train import STAGES
 from iqa_store.train.data import TrainingData
 from iqa_store.train.testing import StageTests
-from tests.conftest import write_images
+from tests.conftest import TINY_CLIP_RN_ARCH, write_images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -75,6 +75,14 @@ class TestReiqaContent(ImagesOnly):
     tiny_hyperparameters = {"backbone": "resnet-tiny", "crop": 32, "queue_size": 16}
     invalid_hyperparameters = {"backbone": "resnet-9000"}
     training = {"batch_size": 2, "lr": 0.05}
+
+
+@pytest.mark.usefixtures("tiny_clip")
+class TestQualiclip(ImagesOnly):
+    stage_name = "qualiclip"
+    tiny_hyperparameters = {"arch": TINY_CLIP_RN_ARCH, "pretrained": "none", "crop": 64}
+    invalid_hyperparameters = {"max_shift": 1.0}
+    training = {"batch_size": 2, "lr": 1e-3}
 
 
 class TestCnniqa(Conformance):

@@ -127,7 +127,8 @@ class StageTests:
         for f in dataclasses.fields(stage_type):
             flag = "--" + f.name.replace("_", "-")
             assert flag in shown, flag
-            default = str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+            # click shows a flag's default by its name: [default: x] or [default: no-x]
+            default = ("" if f.default else "no-") + flag[2:] if isinstance(f.default, bool) else str(f.default)
             assert default in shown.split(flag, 1)[1][:400], (flag, default)
         by_name = {o.name: o for o in options}
         params = {name: value if isinstance(value, bool) else by_name[name].type_cast_value(None, str(value))
