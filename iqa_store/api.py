@@ -264,11 +264,17 @@ def _fit_dataset(store: FeatureStore, dataset: str, sets: _SplitSets, combos: li
         for splits, split_sets in groups:
             matrix = _feature_matrix(split_sets, manifest.ids)
             results.append(evaluate(matrix, combos, manifest.mos, splits, regressors, dataset=dataset,
-                                    protocol=spec.name, log=log, **running))
+                                    protocol=spec.name, log=log, scores=_declared_scores(split_sets), **running))
     if len(results) == 1:
         return results[0]
     return GridResult(pd.concat([r.table for r in results], ignore_index=True),
                       [p for r in results for p in r.predictions])
+
+
+def _declared_scores(sets: dict[str, Any]) -> dict[str, Any]:
+    """Each set's score declaration (higher-is-better, range) from its extractor's recorded settings."""
+    from iqa_store.fit.evaluation import ScoreDeclaration
+    return {name: ScoreDeclaration.of_settings(fs.attrs.get("extractor_settings") or {}) for name, fs in sets.items()}
 
 
 def _feature_matrix(sets: dict[str, Any], ids: list[str]) -> Any:

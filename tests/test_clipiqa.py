@@ -178,6 +178,10 @@ def test_written_out_prompt_pairs_and_bad_settings() -> None:
     assert extractor.dim == 2 and extractor.settings()["score"]["higher_is_better"] == [None, None]
     with pytest.raises(ExtractorError, match="prompts 'nope': not a prompt set"):
         create_extractor("clipiqa", prompts="nope")
+    assert [p.name for p in create_extractor("clipiqa", prompts="clipiqa-attributes:noisiness,quality").pairs()] == \
+        ["noisiness", "quality"]
+    with pytest.raises(ExtractorError, match=r"clipiqa-attributes has no pair \['loud'\]; it has quality, bright"):
+        create_extractor("clipiqa", prompts="clipiqa-attributes:loud")
     with pytest.raises(ExtractorError, match="pair 2 'Bad photo.' is not POSITIVE/NEGATIVE"):
         create_extractor("clipiqa", prompts="Good photo./x;Bad photo.")
     with pytest.raises(ExtractorError, match="normalize .* goes with output=embedding"):
@@ -196,3 +200,27 @@ def test_clipiqa_refuses_an_image_encoder_export(tmp_path: Path) -> None:
 def test_qualiclip_without_weights_names_the_published_file() -> None:
     with pytest.raises(ExtractorError, match=r"qualiclip.pth .*--weights"):
         create_extractor("qualiclip").prepare(RunOptions())
+
+
+@pytest.mark.parametrize("prompts, sign", [("clipiqa", 1.0), ("clipiqa-attributes:noisiness", -1.0)])
+def test_zero_shot_reads_the_declared_orientation(prompts: str, sign: float, image_tree: Path, tmp_path: Path) -> None:
+    """"Noisy photo." first: a higher score means a noisier image, so zero-shot negates it."""
+    from scipy import stats
+    weights = write_layout(tiny_model(0), "open_clip", tmp_path / "w.safetensors")
+    values, _, feature_set = stored("clipiqa", image_tree, tmp_path / "store", str(weights), prompts=prompts)
+    assert feature_set.attrs["extractor_settings"]["score"]["higher_is_better"] == [sign > 0]
+    outcome = api.fit(["clipiqa"], datasets=["toy"], protocol="zero-shot", store=str(tmp_path / "store"),
+                      progress=False)
+    mos = FeatureStore(tmp_path / "store").load_manifest("toy").mos
+    (row,) = outcome.table.to_dict("records")
+    assert row["srcc"] == pytest.approx(sign * stats.spearmanr(values[:, 0], mos)[0])
+
+
+def test_a_score_outside_its_declared_range_is_refused() -> None:
+    from iqa_store.fit.evaluation import ScoreDeclaration
+    declared = ScoreDeclaration.of_settings({"score": {"columns": ["q"], "higher_is_better": [False], "range": [0, 1]}})
+    assert declared == ScoreDeclaration(False, 0.0, 1.0)
+    np.testing.assert_array_equal(declared.oriented("clipiqa", np.array([0.2, 0.9])), [-0.2, -0.9])
+    with pytest.raises(ValueError, match=r"clipiqa declares scores in \[0.0, 1.0\] but has 1 outside \(e.g. 1.5\)"):
+        declared.oriented("clipiqa", np.array([0.2, 1.5]))
+    assert ScoreDeclaration.of_settings({"normalize": False}) is None

@@ -8,7 +8,8 @@ negative), the positive's probability, in [0, 1].
 
 * ``clipiqa``: one column per pair, as the official code returns them. ``prompts`` is a set
   name (``clipiqa``: "Good photo."/"Bad photo.", the default; ``clipiqa-attributes``: the six
-  quality attributes of the official demo; ``clipiqa-ava``) or pairs written out,
+  quality attributes of the official demo; ``clipiqa-ava``), some pairs of a set by name
+  (``clipiqa-attributes:noisiness``), or pairs written out,
   ``"Sharp photo./Blurry photo.;Noisy photo./Clean photo."``. Prompt features come from the
   model's own text tower (QuickGELU, as OpenAI's weights need).
 * ``qualiclip``: the mean over QualiCLIP's 7 pairs (the official inference code's score). The
@@ -254,14 +255,22 @@ def _torch_hub_file() -> Path | None:
 
 
 def parse_prompts(text: str) -> tuple[Any, ...]:
-    """A prompt-set name, or pairs written out "POSITIVE/NEGATIVE;POSITIVE/NEGATIVE"."""
+    """A prompt-set name, some of its pairs by name ("clipiqa-attributes:noisiness,sharpness"), or
+    pairs written out "POSITIVE/NEGATIVE;POSITIVE/NEGATIVE"."""
     from iqa_store.nets.clip_quality import PromptPair, prompt_pairs, prompt_sets
     if "/" not in text:
+        set_name, _, names = text.partition(":")
         try:
-            return prompt_pairs(text)
+            pairs = prompt_pairs(set_name)
         except KeyError:
             raise ExtractorError(f"prompts {text!r}: not a prompt set ({', '.join(prompt_sets())}) nor pairs "
                                  f"written out as \"POSITIVE/NEGATIVE;POSITIVE/NEGATIVE\"") from None
+        wanted = [name.strip() for name in names.split(",")] if names else [pair.name for pair in pairs]
+        unknown = sorted(set(wanted) - {pair.name for pair in pairs})
+        if unknown:
+            raise ExtractorError(f"prompts {text!r}: {set_name} has no pair {unknown}; it has "
+                                 f"{', '.join(pair.name for pair in pairs)}")
+        return tuple(next(pair for pair in pairs if pair.name == name) for name in wanted)
     pairs = []
     for i, written in enumerate(text.split(";")):
         positive, slash, negative = (part.strip() for part in written.partition("/"))

@@ -9,15 +9,16 @@ the other protocols.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from iqa_store.fingerprint import fingerprint
 from iqa_store.splits import Split
 
-__all__ = ["CROSS_DATASET", "cross_dataset_inputs", "cross_dataset_name", "evaluate", "match_feature_sets",
-           "zero_shot"]
+__all__ = ["CROSS_DATASET", "ScoreDeclaration", "cross_dataset_inputs", "cross_dataset_name", "evaluate",
+           "match_feature_sets", "zero_shot"]
 
 CROSS_DATASET = "cross-dataset"
 
@@ -76,10 +77,40 @@ def cross_dataset_name(train: str, test: str) -> str:
 # --- zero-shot ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ScoreDeclaration:
+    """What an extractor declares of a one-column score feature (its settings' ``score`` entry:
+    ``{"columns": [name], "higher_is_better": [true | false | null], "range": [low, high]}``)."""
+
+    higher_is_better: bool | None
+    low: float
+    high: float
+
+    @classmethod
+    def of_settings(cls, settings: Mapping[str, Any]) -> "ScoreDeclaration | None":
+        """The declaration in an extractor's settings; None for features declaring none (or several columns)."""
+        score = settings.get("score")
+        if not isinstance(score, Mapping) or len(score.get("higher_is_better", ())) != 1:
+            return None
+        low, high = score.get("range", (-np.inf, np.inf))
+        return cls(score["higher_is_better"][0], float(low), float(high))
+
+    def oriented(self, name: str, values: np.ndarray) -> np.ndarray:
+        """``values`` checked against the declared range, negated where a higher score means worse
+        quality, so correlations with MOS are positive for a good score."""
+        outside = values[(values < self.low) | (values > self.high)]
+        if outside.size:
+            raise ValueError(f"{name} declares scores in [{self.low}, {self.high}] but has {outside.size} outside "
+                             f"(e.g. {outside[0]}): its stored set is not what its extractor declares")
+        return -values if self.higher_is_better is False else values
+
+
 def zero_shot(matrix: Any, combinations: Sequence[tuple[str, ...]], mos: np.ndarray, split: Split, *,
-              dataset: str) -> list[Any]:
+              dataset: str, declared: Mapping[str, ScoreDeclaration | None] | None = None) -> list[Any]:
     """Every one-column combination's values taken as predicted scores on the split's test rows.
 
+    ``declared``: feature name -> its extractor's score declaration: values are checked against
+    its range and a score whose higher means worse (CLIP-IQA's "Noisy photo." column) is negated.
     Each cell carries the grid's columns (``regressor`` "none", ``n_train`` 0, ``alpha`` NaN)
     so it aggregates and saves like any fit.
     """
@@ -94,16 +125,20 @@ def zero_shot(matrix: Any, combinations: Sequence[tuple[str, ...]], mos: np.ndar
         test = split.test[matrix.usable(combination, mos)[split.test]]
         if test.size < 2:
             raise ValueError(f"{dataset} {'+'.join(combination)}: {test.size} usable rows; need at least 2")
+        scores = matrix.values[test, columns[0]]
+        declaration = (declared or {}).get(combination[0])
+        if declaration is not None:
+            scores = declaration.oriented(combination[0], scores)
         results.append(cell_result(Cell(tuple(combination), split, "none"), context,
-                                   (np.empty(0, np.int64), 0, test), mos[test], matrix.values[test, columns[0]],
-                                   float("nan")))
+                                   (np.empty(0, np.int64), 0, test), mos[test], scores, float("nan")))
     return results
 
 
 def evaluate(matrix: Any, combinations: Sequence[tuple[str, ...]], mos: np.ndarray, splits: Sequence[Split],
-             regressors: Sequence[str], *, dataset: str, protocol: str, log: Any = None, **running: Any) -> Any:
+             regressors: Sequence[str], *, dataset: str, protocol: str, log: Any = None,
+             scores: Mapping[str, ScoreDeclaration | None] | None = None, **running: Any) -> Any:
     """``fit_grid`` for protocols that fit; a protocol that fits nothing (zero-shot) evaluates its score
-    features as they are (``running``: fit_grid's options)."""
+    features as they are, oriented as their extractors declare (``scores``; ``running``: fit_grid's options)."""
     import pandas as pd
 
     from iqa_store.fit.cells import TABLE_COLUMNS
@@ -115,7 +150,7 @@ def evaluate(matrix: Any, combinations: Sequence[tuple[str, ...]], mos: np.ndarr
     if declared.fitted:
         return fit_grid(matrix, combinations, mos, splits, regressors, dataset=dataset, protocol=protocol, log=log,
                         **running)
-    results = zero_shot(matrix, combinations, mos, splits[0], dataset=dataset)
+    results = zero_shot(matrix, combinations, mos, splits[0], dataset=dataset, declared=scores)
     if log is not None:  # the same run again finds its rows there: record each cell once
         done = log.finished()
         log.append([r for r in results if r.key not in done])
