@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from iqa_store.datasets.base import AdapterOption, DatasetAdapter, DatasetOptionError
+from iqa_store.datasets.base import DatasetAdapter, DatasetOptionError
 from iqa_store.datasets.manifest import Manifest, ManifestError, resolve_inside
 from iqa_store.registry import Registry
 
-__all__ = ["DATASETS", "AdapterOption", "DatasetAdapter", "DatasetOptionError", "Manifest", "ManifestError",
+__all__ = ["DATASETS", "DatasetAdapter", "DatasetOptionError", "Manifest", "ManifestError",
            "build_adapter", "load_manifest", "resolve_inside"]
 
 DATASETS: Registry = Registry("dataset")

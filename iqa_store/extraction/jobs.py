@@ -15,6 +15,7 @@ from iqa_store.datasets import load_manifest
 from iqa_store.extraction.runner import ExtractionReport, check_shard, extract, parse_shard, resolve_device
 from iqa_store.extraction.weights import REGISTRY_PREFIX, ResolvedWeights, resolve_weights, scoped_weights
 from iqa_store.extractors import EXTRACTORS, RunOptions
+from iqa_store.registry import checked_options
 from iqa_store.requests import ExtractRequest, RequestError
 from iqa_store.store import FeatureStore, Scope
 
@@ -43,7 +44,8 @@ def build_extractor(model: str, weights: ResolvedWeights = ResolvedWeights("publ
     rejected = sorted(k for k in given if k not in accepted and k != "precision")
     if rejected:
         raise ValueError(f"model {model!r} does not take option(s) {rejected}")
-    return builder(**{k: v for k, v in given.items() if k in accepted})
+    settings = {k: v for k, v in given.items() if k in accepted}
+    return builder(**checked_options(type(builder()), settings, f"model {model!r}"))
 
 
 def run_request(request: ExtractRequest, store: FeatureStore, *, progress: bool = True,
