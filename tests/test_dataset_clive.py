@@ -77,7 +77,7 @@ def test_column_vectors_are_accepted(tmp_path: Path) -> None:
 
 def test_length_mismatch_names_the_vectors(tmp_path: Path) -> None:
     root = build_release(tmp_path, mos=MOS[:-1])
-    with pytest.raises(ManifestError, match=r"AllImages_release: 12, AllMOS_release: 11, AllStdDev_release: 12"):
+    with pytest.raises(ManifestError, match=r"AllImages_release.mat: 12, AllMOS_release.mat: 11, AllStdDev_release.mat: 12"):
         CLIVE().manifest(root)
 
 

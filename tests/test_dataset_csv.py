@@ -227,7 +227,7 @@ def test_invalid_dataset_name(tmp_path: Path) -> None:
 
 def test_encoding_error_is_named(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_bytes("path,mos\nbild-\u00e4.jpg,1\n".encode("latin-1"))
-    with pytest.raises(ManifestError, match="labels.csv: not readable as utf-8-sig"):
+    with pytest.raises(ManifestError, match=r"labels.csv, line 2: byte 0xe4 is not utf-8-sig text"):
         CsvDataset(labels="labels.csv").manifest(tmp_path)
     manifest = CsvDataset(labels="labels.csv", encoding="latin-1").manifest(tmp_path)
     assert manifest.ids == ["bild-\u00e4.jpg"]

@@ -99,8 +99,9 @@ def test_reference_copies_are_left_out(tmp_path: Path) -> None:
 
 def test_vectors_shorter_than_the_five_folders(tmp_path: Path) -> None:
     root = build_release(tmp_path, n=900)
-    with pytest.raises(ManifestError, match=r"live: label vectors differ in length \(dmos: 900, orgs: 900, "
-                                            r"refnames_all: 900, images in the five folders: 982\)"):
+    with pytest.raises(ManifestError, match=r"live: label vectors differ in length \(dmos.mat dmos: 900, dmos.mat orgs: "
+                                            r"900, refnames_all.mat refnames_all: 900, images in the five folders: "
+                                            r"982\)"):
         LIVE().manifest(root)
 
 

@@ -63,7 +63,7 @@ class BID(DatasetAdapter):
             records.append({"image_id": name, "path": images.resolve(name, source=where),
                             "mos": in_range(cell_number(row[MOS], source=where, what=MOS), MOS_RANGE, source=where,
                                             what=MOS),
-                            "mos_std": float(np.std(grades, ddof=1)) if len(grades) > 1 else np.nan})
+                            "mos_std": float(np.std(grades, ddof=1)) if len(grades) > 1 else np.nan, "source": where})
         if not records:
             raise ManifestError(f"{labels}: no data rows under the header of sheet {sheet.sheet!r}")
         return Manifest(self.name, root, pd.DataFrame.from_records(records), MOS_RANGE, "higher_better",

@@ -68,7 +68,7 @@ class CID2013(DatasetAdapter):
                                     "(its folders give its scene subset, which splits need)")
             image_set, scene = self._scene(images, path, where)
             records.append({"image_id": image_id, "path": path, "mos": mos, "group": f"{image_set}/{scene}",
-                            "stratum": image_set})
+                            "stratum": image_set, "source": where})
         if not records:
             raise ManifestError(f"{labels}: no scored images under the header of sheet {sheet.sheet!r}")
         return Manifest(self.name, root, pd.DataFrame.from_records(records), MOS_RANGE, "higher_better",

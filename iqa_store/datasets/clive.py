@@ -56,7 +56,8 @@ class CLIVE(DatasetAdapter):
         names = mat_strings(read_mat(names_path), names_path, NAMES)
         mos = mat_numbers(read_mat(mos_path), mos_path, MOS)
         std = mat_numbers(read_mat(std_path), std_path, STD)
-        require_lengths({NAMES: len(names), MOS: mos.size, STD: std.size}, dataset=self.name)
+        require_lengths({names_path.name: len(names), mos_path.name: mos.size, std_path.name: std.size},
+                        dataset=self.name)
         images = FolderIndex(root, require_dir(base, ["Images"], dataset=self.name, layout=self.layout))
         records = []
         for index, name in enumerate(names):
@@ -65,7 +66,8 @@ class CLIVE(DatasetAdapter):
             where = f"{names_path}, entry {index + 1} ({name})"
             records.append({"image_id": name, "path": images.resolve(name, source=where),
                             "mos": in_range(mos[index], MOS_RANGE, source=where, what="MOS"),
-                            "mos_std": non_negative(std[index], source=where, what=f"std in {std_path.name}")})
+                            "mos_std": non_negative(std[index], source=where, what=f"std in {std_path.name}"),
+                            "source": where})
         if not records:
             raise ManifestError(f"{names_path}: no images besides the training images t1-t7.bmp")
         return Manifest(self.name, root, pd.DataFrame.from_records(records), MOS_RANGE, "higher_better",

@@ -71,7 +71,7 @@ class CSIQ(DatasetAdapter):
             std = non_negative(cell_number(std, source=where, what="dmos_std"), source=where, what="dmos_std")
             records.append({"image_id": name, "path": distorted.resolve(name, source=where), "mos_original": value,
                             "mos_std": std,
-                            "reference_id": references.resolve(f"{source}.png", source=where)})
+                            "reference_id": references.resolve(f"{source}.png", source=where), "source": where})
         if not records:
             raise ManifestError(f"{labels}: no data rows under the header of sheet {sheet.sheet!r}")
         table = pd.DataFrame.from_records(records)

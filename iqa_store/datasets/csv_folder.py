@@ -9,6 +9,7 @@ file names inside the dataset root.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import posixpath
 import re
@@ -21,7 +22,7 @@ import pandas as pd
 from iqa_store.datasets.base import DatasetAdapter
 from iqa_store.datasets.manifest import Manifest, ManifestError, resolve_inside
 
-__all__ = ["CsvDataset", "LabelTable", "normalise_split", "parse_number", "read_label_csv",
+__all__ = ["CsvDataset", "LabelTable", "normalise_split", "parse_number", "read_label_csv", "read_label_text",
            "safe_relative_path"]
 
 _SPLITS = {
@@ -58,38 +59,50 @@ class LabelTable:
             raise ManifestError(f"{self.path}: column(s) {repeated} appear more than once in the header")
 
 
-def read_label_csv(path: str | Path, *, delimiter: str = ",", encoding: str = "utf-8-sig") -> LabelTable:
+def read_label_text(path: Path, encoding: str = "utf-8-sig", *, remedy: str = "save it as UTF-8") -> str:
+    """The text of a label file, decoded whole; bytes that are not ``encoding`` are an error naming the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode(encoding)
+    except LookupError:
+        raise ManifestError(f"{path}: unknown text encoding {encoding!r}") from None
+    except UnicodeDecodeError as error:  # offsets are into error.object: the bytes after a byte-order mark
+        line = error.object[:error.start].count(b"\n") + 1
+        raise ManifestError(f"{path}, line {line}: byte 0x{error.object[error.start]:02x} is not {encoding} text "
+                            f"({error.reason}); {remedy}") from None
+
+
+def read_label_csv(path: str | Path, *, delimiter: str = ",", encoding: str = "utf-8-sig",
+                   remedy: str = "save it as UTF-8") -> LabelTable:
     """Read a CSV label file: the first non-blank row is the header (quoted or not).
 
     Blank rows and rows of empty fields are skipped but still counted, so the line numbers in
     errors are those an editor shows. CRLF line ends and a UTF-8 byte-order mark are accepted.
     Trailing empty fields beyond the header (spreadsheet exports) are ignored; any other
-    field-count mismatch is an error naming the line.
+    field-count mismatch is an error naming the line. ``remedy``: what the error for bytes that
+    are not ``encoding`` suggests.
     """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"label file {path} not found")
+    reader = csv.reader(io.StringIO(read_label_text(path, encoding, remedy=remedy), newline=""), delimiter=delimiter)
+    header: list[str] | None = None
+    rows: list[tuple[int, dict[str, str]]] = []
+    line_after = 0
     try:
-        with open(path, newline="", encoding=encoding) as handle:
-            reader = csv.reader(handle, delimiter=delimiter)
-            header: list[str] | None = None
-            rows: list[tuple[int, dict[str, str]]] = []
-            line_after = 0
-            for fields in reader:
-                line, line_after = line_after + 1, reader.line_num
-                if not any(f.strip() for f in fields):
-                    continue
-                if header is None:
-                    header = [f.strip() for f in fields]
-                    continue
-                if len(fields) > len(header) and not any(f.strip() for f in fields[len(header):]):
-                    fields = fields[:len(header)]
-                if len(fields) != len(header):
-                    raise ManifestError(f"{path}, line {line}: {len(fields)} field(s) where the header has "
-                                        f"{len(header)}")
-                rows.append((line, dict(zip(header, fields))))
-    except UnicodeDecodeError as error:
-        raise ManifestError(f"{path}: not readable as {encoding} text ({error}); pass the file's encoding") from None
+        for fields in reader:
+            line, line_after = line_after + 1, reader.line_num
+            if not any(f.strip() for f in fields):
+                continue
+            if header is None:
+                header = [f.strip() for f in fields]
+                continue
+            if len(fields) > len(header) and not any(f.strip() for f in fields[len(header):]):
+                fields = fields[:len(header)]
+            if len(fields) != len(header):
+                raise ManifestError(f"{path}, line {line}: {len(fields)} field(s) where the header has "
+                                    f"{len(header)}")
+            rows.append((line, dict(zip(header, fields))))
     except csv.Error as error:
         raise ManifestError(f"{path}: malformed CSV near line {reader.line_num}: {error}") from None
     if header is None:
@@ -193,7 +206,8 @@ class CsvDataset(DatasetAdapter):
     def read(self, root: Path) -> Manifest:
         root = Path(root)
         given_range = self._check_options()
-        table = read_label_csv(self.labels_path(root), delimiter=self.delimiter, encoding=self.encoding)
+        table = read_label_csv(self.labels_path(root), delimiter=self.delimiter, encoding=self.encoding,
+                               remedy="pass its encoding (option encoding) or save it as UTF-8")
         table.require([self.path_column, self.mos_column, self.std_column, self.reference_column,
                        self.split_column])
         if not table.rows:

@@ -57,7 +57,7 @@ class FLIVE(DatasetAdapter):
             name = row["name"].strip()
             where = f"{table.where(line)} ({name})"
             mos = in_range(parse_number(row["mos"], source=where), MOS_RANGE, source=where, what="MOS")
-            records.append({"image_id": name, "path": images.resolve(name, source=where), "mos": mos})
+            records.append({"image_id": name, "path": images.resolve(name, source=where), "mos": mos, "source": where})
         if not records:
             raise ManifestError(f"{labels}: no data rows after the header")
         frame = pd.DataFrame.from_records(records)

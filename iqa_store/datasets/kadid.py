@@ -54,7 +54,8 @@ class KADID10k(DatasetAdapter):
                            what="dmos (a MOS, higher is better)")
             std = std_from_variance(parse_number(row["var"], source=where, what="var"), source=where)
             records.append({"image_id": row["dist_img"].strip(), "path": images.resolve(row["dist_img"], source=where),
-                            "mos": mos, "mos_std": std, "reference_id": images.resolve(row["ref_img"], source=where)})
+                            "mos": mos, "mos_std": std, "reference_id": images.resolve(row["ref_img"], source=where),
+                            "source": where})
         if not records:
             raise ManifestError(f"{labels}: no data rows after the header")
         return Manifest(self.name, root, pd.DataFrame.from_records(records), MOS_RANGE, "higher_better",

@@ -67,9 +67,11 @@ class LIVE(DatasetAdapter):
         std = mat_numbers(contents, labels, "dmos_std") if self.realigned else None
         refnames = mat_strings(read_mat(refnames_path), refnames_path, "refnames_all")
         total = sum(count for _, count in FOLDERS)
-        lengths = {score_name: dmos.size, "orgs": orgs.size, "refnames_all": len(refnames),
-                   "images in the five folders": total}
-        require_lengths(lengths if std is None else {**lengths, "dmos_std": std.size}, dataset=self.name)
+        lengths = {f"{labels.name} {score_name}": dmos.size, f"{labels.name} orgs": orgs.size,
+                   f"{refnames_path.name} refnames_all": len(refnames), "images in the five folders": total}
+        if std is not None:
+            lengths[f"{labels.name} dmos_std"] = std.size
+        require_lengths(lengths, dataset=self.name)
         references = FolderIndex(root, require_dir(base, ["refimgs"], dataset=self.name, layout=self.layout))
         records = []
         for index, image in enumerate(_image_names()):
@@ -80,7 +82,8 @@ class LIVE(DatasetAdapter):
                             "mos_original": in_range(dmos[index], DMOS_BOUNDS, source=where, what=score_name),
                             "mos_std": np.nan if std is None else non_negative(std[index], source=where,
                                                                                what="dmos_std"),
-                            "reference_id": references.resolve(refnames[index], source=where)})
+                            "reference_id": references.resolve(refnames[index],
+                                                               source=f"{refnames_path}, entry {index + 1}")})
         if not records:
             raise ManifestError(f"{labels}: every entry is marked a reference copy (orgs == 1)")
         table = pd.DataFrame.from_records(records)

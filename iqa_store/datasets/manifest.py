@@ -53,6 +53,9 @@ class Manifest:
     subsets "IS1/co1" within their image sets "IS1": no group is cut by a split, and groups are
     dealt within each stratum).
 
+    An optional ``source`` column (the label file and row of each image, as adapters name them)
+    is used in errors about repeated ids and missing scores, then dropped.
+
     ``info["preprocessing"]``, when an adapter sets it (SPAQ's resize), is part of the
     manifest hash: features of resized images are never mistaken for those of the originals.
     """
@@ -141,11 +144,21 @@ def _normalise_table(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
     out["mos"] = pd.to_numeric(out["mos"], errors="coerce").astype(float)
     if out["mos_original"].isna().all():
         out["mos_original"] = out["mos"]
-    duplicated = out["image_id"][out["image_id"].duplicated()]
-    if len(duplicated):
-        raise ManifestError(f"{dataset}: duplicate image ids {sorted(set(duplicated))[:10]}")
+    out = out.reset_index(drop=True)
+    repeated = out.index[out["image_id"].duplicated()]
+    if len(repeated):
+        image_id = out.at[repeated[0], "image_id"]
+        first = out.index[out["image_id"] == image_id][0]
+        raise ManifestError(f"{_source(out, repeated[0], dataset)}: duplicate image id {image_id!r} "
+                            f"(first at {_source(out, first, dataset)})")
     bad = out.index[~np.isfinite(out["mos"].to_numpy())]
     if len(bad):
-        rows = ", ".join(f"{out.at[i, 'image_id']} (row {i})" for i in bad[:10])
+        rows = "; ".join(_source(out, i, dataset) for i in bad[:10])
         raise ManifestError(f"{dataset}: MOS missing or not a number for {len(bad)} image(s): {rows}")
-    return out[list(COLUMNS)].reset_index(drop=True)
+    return out[list(COLUMNS)]
+
+
+def _source(table: pd.DataFrame, row: int, dataset: str) -> str:
+    """Where row ``row`` came from: the adapter's optional ``source`` column (label file and row), else its id."""
+    source = table.at[row, "source"] if "source" in table.columns else None
+    return str(source) if isinstance(source, str) else f"{dataset}: image {table.at[row, 'image_id']!r} (row {row})"

@@ -156,14 +156,15 @@ def _lookup_keys(path: str, *, is_file: bool) -> list[str]:
 def read_mat(path: Path) -> dict[str, Any]:
     """The variables of a MATLAB v5 file (what the LIVE releases ship)."""
     from scipy.io import loadmat
-    from scipy.io.matlab import MatReadError
+    if path.stat().st_size == 0:
+        raise ManifestError(f"{path}: empty file, expected a MATLAB file")
     try:
         contents = loadmat(path)
     except NotImplementedError:  # scipy's message for MATLAB v7.3 (HDF5) files
         raise ManifestError(f"{path}: a MATLAB v7.3 file; the official release is MATLAB v5 "
                             f"(re-save it with save(..., '-v7'))") from None
-    except (MatReadError, ValueError, TypeError, OSError) as error:
-        raise ManifestError(f"{path}: not a readable MATLAB file ({error})") from None
+    except Exception as error:  # scipy's reader raises many types on damaged files (hypothesis found IndexError)
+        raise ManifestError(f"{path}: not a readable MATLAB file ({type(error).__name__}: {error})") from None
     return {k: v for k, v in contents.items() if not k.startswith("__")}
 
 
@@ -261,13 +262,18 @@ def read_sheet(path: Path, columns: Sequence[str], *, sheet: str | None = None,
 
 
 def _read_workbook(path: Path) -> dict[str, pd.DataFrame]:
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic not in (b"PK\x03\x04", b"\xd0\xcf\x11\xe0"):  # .xlsx is a zip archive, .xls an OLE2 file
+        raise ManifestError(f"{path}: {'an empty file' if not magic else 'not an Excel workbook'}; "
+                            "expected an .xlsx (zip) or .xls file")
     try:
         # only empty cells are missing: "n/a" or "NA" in a score cell is an error to report, not a gap
         return pd.read_excel(path, sheet_name=None, header=None, dtype=object, keep_default_na=False, na_values=[""])
     except ImportError as error:  # .xls needs xlrd, which iqa-store does not require
         raise ManifestError(f"{path}: reading this Excel format needs an extra package ({error}); "
                             f"install it, or save the file as .xlsx") from None
-    except (ValueError, OSError, KeyError) as error:
+    except Exception as error:  # zipfile, openpyxl and pandas raise many types on damaged files (BadZipFile, ...)
         raise ManifestError(f"{path}: not a readable Excel workbook ({type(error).__name__}: {error})") from None
 
 

@@ -67,7 +67,7 @@ class SPAQ(DatasetAdapter):
         records = []
         for where, name, (score,) in sheet.named_rows():
             mos = in_range(cell_number(score, source=where, what="MOS"), MOS_RANGE, source=where, what="MOS")
-            records.append({"image_id": name, "path": images.resolve(name, source=where), "mos": mos})
+            records.append({"image_id": name, "path": images.resolve(name, source=where), "mos": mos, "source": where})
         if not records:
             raise ManifestError(f"{sheet.where(0) if sheet.rows else labels}: no data rows under the header")
         table = pd.DataFrame.from_records(records)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from iqa_store.datasets.base import DatasetAdapter
-from iqa_store.datasets.csv_folder import parse_number
+from iqa_store.datasets.csv_folder import parse_number, read_label_text
 from iqa_store.datasets.manifest import Manifest, ManifestError
 from iqa_store.datasets.official import (FolderIndex, Published, in_range, locate_file, non_negative, require_dir,
                                          require_file, require_lengths)
@@ -57,7 +57,8 @@ class TID2013(DatasetAdapter):
             where = f"{where} ({name})"
             records.append({"image_id": name, "path": distorted.resolve(name, source=where),
                             "mos": in_range(parse_number(score, source=where), MOS_RANGE, source=where, what="MOS"),
-                            "reference_id": references.resolve(f"{name.split('_')[0]}.bmp", source=where)})
+                            "reference_id": references.resolve(f"{name.split('_')[0]}.bmp", source=where),
+                            "source": where})
         if not records:
             raise ManifestError(f"{labels}: no lines of 'MOS image_name'")
         table = pd.DataFrame.from_records(records)
@@ -67,12 +68,9 @@ class TID2013(DatasetAdapter):
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
-    """Non-blank lines with their 1-based numbers."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise ManifestError(f"{path}: not readable as text ({error})") from None
-    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    """Non-blank lines with their 1-based numbers (LF or CRLF ends: numbered as an editor shows them)."""
+    text = read_label_text(path)
+    return [(number, line.strip()) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
 
 
 def _std(path: Path | None, count: int) -> np.ndarray:

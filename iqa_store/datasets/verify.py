@@ -15,9 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from iqa_store.datasets import DATASETS, DatasetAdapter, Manifest, ManifestError, build_adapter
+from iqa_store.images import ImageReadError, read_rgb
 
 __all__ = ["Problem", "VerifyReport", "describe_datasets", "verify_dataset"]
 
@@ -99,10 +98,9 @@ def _check_image(path: Path) -> Problem | None:
     if not path.is_file():
         return Problem("missing", str(path), "file not found")
     try:
-        with Image.open(path) as image:
-            image.load()  # decode every pixel: a truncated file opens but fails here
-    except Exception as error:  # noqa: BLE001 - any decoder failure is what we report, by file
-        return Problem("corrupt", str(path), f"cannot decode: {type(error).__name__}: {error}")
+        read_rgb(path)  # decode every pixel as extraction does: a truncated file opens but fails here
+    except ImageReadError as error:
+        return Problem("corrupt", str(path), str(error))
     return None
 
 
