@@ -26,12 +26,14 @@ class Trial:
     runs: int = 0
     survived: int = 0
     rows_lost: int = 0
+    rows_duplicated: int = 0  # rows or cells computed twice, or present twice
     recover_seconds: list[float] = field(default_factory=list)
 
     def row(self) -> str:
         recover = max(self.recover_seconds) if self.recover_seconds else None
         shown = f"{recover:.2f}" if recover is not None else "-"
-        return f"| {self.name} | {self.runs} | {self.survived} | {self.rows_lost} | {shown} | `{self.rerun}` |"
+        return (f"| {self.name} | {self.runs} | {self.survived} | {self.rows_lost} | {self.rows_duplicated} | {shown} "
+                f"| `{self.rerun}` |")
 
 
 class Ledger:
@@ -42,12 +44,13 @@ class Ledger:
         return self.trials.setdefault(name, Trial(name, rerun))
 
     def record(self, name: str, rerun: str, *, survived: bool, rows_lost: int = 0,
-               recover_seconds: float | None = None) -> None:
+               recover_seconds: float | None = None, rows_duplicated: int = 0) -> None:
         """One run of trial ``name``: the fault was survived (results as without it) or not."""
         trial = self.trial(name, rerun)
         trial.runs += 1
         trial.survived += int(survived)
         trial.rows_lost += rows_lost
+        trial.rows_duplicated += rows_duplicated
         if recover_seconds is not None:
             trial.recover_seconds.append(recover_seconds)
 
@@ -57,8 +60,8 @@ class Ledger:
             f"Run {datetime.date.today().isoformat()} on {platform.node() or 'unknown host'}: "
             f"{platform.system()} {platform.machine()}, {cpus} CPUs, Python {platform.python_version()}.",
             "",
-            "| trial | runs | faults survived | rows lost | worst time to recover (s) | rerun |",
-            "|---|---|---|---|---|---|",
+            "| trial | runs | faults survived | rows lost | rows duplicated | worst time to recover (s) | rerun |",
+            "|---|---|---|---|---|---|---|",
         ]
         return "\n".join(header + [t.row() for t in sorted(self.trials.values(), key=lambda t: t.name)]) + "\n"
 
@@ -69,6 +72,15 @@ LEDGER = Ledger()
 @pytest.fixture(scope="session")
 def ledger() -> Ledger:
     return LEDGER
+
+
+@pytest.fixture(scope="session")
+def forkserver(tmp_path_factory: pytest.TempPathFactory):
+    """One Python process with iqa-store imported, forking a real ``iqa-store`` process per command."""
+    from tests.reliability.forkserver import ForkServer
+    server = ForkServer(tmp_path_factory.mktemp("forkserver"))
+    yield server
+    server.close()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
