@@ -224,3 +224,67 @@ def test_a_score_outside_its_declared_range_is_refused() -> None:
     with pytest.raises(ValueError, match=r"clipiqa declares scores in \[0.0, 1.0\] but has 1 outside \(e.g. 1.5\)"):
         declared.oriented("clipiqa", np.array([0.2, 1.5]))
     assert ScoreDeclaration.of_settings({"normalize": False}) is None
+
+
+# --- iqa-store plot levels -----------------------------------------------------------------------
+
+KADID_ROWS = [(ref, kind, level) for ref in (1, 2) for kind in (1, 10, 18) for level in range(1, 6)]
+
+
+def test_plot_levels_draws_the_stored_means_per_type_and_level(tmp_path: Path) -> None:
+    """A tiny KADID-10k tree scored by qualiclip; the plotted means are a groupby of the stored scores."""
+    from click.testing import CliRunner
+
+    from iqa_store.cli import cli
+    from iqa_store.datasets.levels import KADID_TYPES
+    from iqa_store.datasets.testing import write_image
+    from iqa_store.report.plots import level_means_plot
+    root = tmp_path / "kadid10k"
+    names = [f"I{ref:02d}_{kind:02d}_{level:02d}.png" for ref, kind, level in KADID_ROWS]
+    lines = ["dist_img,ref_img,dmos,var"] + [f"{n},I{n[1:3]}.png,{1 + (i % 5) * 0.9:.2f},0.1" for i, n in enumerate(names)]
+    (root / "dmos.csv").parent.mkdir(parents=True)
+    (root / "dmos.csv").write_text("\n".join(lines) + "\n")
+    for seed, name in enumerate(names + ["I01.png", "I02.png"]):
+        write_image(root / "images" / name, size=(64, 48), seed=seed)
+    weights = write_layout(tiny_model(0), "qualiclip", tmp_path / "qualiclip.pth", random_prompt_features(7, 32))
+    store = tmp_path / "store"
+    api.extract("qualiclip", "kadid10k", root=str(root), store=str(store), weights=str(weights),
+                settings={"arch": TINY_CLIP_RN_ARCH}, device="cpu", workers=0, progress=False, log=lambda _: None)
+    result = CliRunner().invoke(cli, ["plot", "levels", "--feature", "qualiclip", "--dataset", "kadid10k",
+                                      "--store", str(store), "-o", str(tmp_path / "figures"), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    feature_set = FeatureStore(store).resolve("qualiclip", "kadid10k")
+    truth = pd.DataFrame([(KADID_TYPES[kind - 1], level) for _, kind, level in KADID_ROWS],
+                         columns=["distortion", "level"], index=names)
+    frame = truth.loc[feature_set.ids].assign(score=feature_set.read()[:, 0])
+    expected = frame.groupby(["distortion", "level"])["score"].mean().unstack("level")
+    written = pd.read_csv(tmp_path / "figures" / "qualiclip__kadid10k__levels.csv", index_col=0)
+    np.testing.assert_allclose(written.loc[expected.index].to_numpy(), expected.to_numpy(), rtol=1e-6)
+    assert sorted(expected.index) == ["gaussian blur", "jpeg", "mean shift"]
+    for suffix in ("png", "svg"):
+        assert (tmp_path / "figures" / f"qualiclip__kadid10k__levels.{suffix}").stat().st_size > 1000
+    drawn = level_means_plot(frame, tmp_path / "again", title="t")
+    plotted = {line.get_label(): line.get_ydata() for line in drawn.figure.axes[0].lines}
+    for distortion, row in expected.iterrows():
+        np.testing.assert_allclose(plotted[distortion], row.to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(plotted["all images"], frame.groupby("level")["score"].mean().to_numpy(), rtol=1e-6)
+
+
+def test_distortion_labels_of_each_release() -> None:
+    from iqa_store.datasets.levels import distortion_levels
+    from iqa_store.datasets.manifest import Manifest, ManifestError
+
+    def labels(dataset: str, ids: list[str]) -> list[tuple[str, Any]]:
+        table = pd.DataFrame({"image_id": ids, "path": ids, "mos": np.ones(len(ids))})
+        frame = distortion_levels(Manifest(dataset, Path("."), table, (0.0, 1.0), "higher_better"))
+        return list(zip(frame["distortion"], frame["level"]))
+
+    assert labels("kadid10k", ["I81_25_05.png"]) == [("contrast change", 5)]
+    assert labels("tid2013", ["i01_08_4.bmp", "I25_24_1.BMP"]) == [("gaussian blur", 4),
+                                                                   ("sparse sampling and reconstruction", 1)]
+    assert labels("csiq", ["blur/1600.BLUR.2.png"]) == [("blur", 2)]
+    assert labels("live", ["jp2k/img3.bmp"])[0][0] == "jp2k" and pd.isna(labels("live", ["jp2k/img3.bmp"])[0][1])
+    with pytest.raises(ManifestError, match=r"kadid10k image 'I01_26_01.png': distortion type 26 \(the release has 25\)"):
+        labels("kadid10k", ["I01_26_01.png"])
+    with pytest.raises(ManifestError, match="koniq has no distortion types and levels"):
+        labels("koniq", ["1.jpg"])

@@ -27,6 +27,7 @@ COMMANDS = {
     "datasets": "iqa_store.cli.datasets_cmd:datasets",
     "splits": "iqa_store.cli.splits_cmd:splits",
     "distortions": "iqa_store.cli.distortions_cmd:distortions",
+    "plot": "iqa_store.cli.plot_cmd:plot",
     "train": "iqa_store.cli.train_cmd:train",
     "pretrain": "iqa_store.cli.train_cmd:pretrain",  # the name before `train`; same stages, same options
 }

@@ -8,13 +8,14 @@ state changes. Images have exactly ``size`` x ``dpi`` pixels (no tight bounding 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["loss_curve", "scatter_predicted_vs_mos", "trend_plot"]
+__all__ = ["LevelPlot", "level_means_plot", "loss_curve", "scatter_predicted_vs_mos", "trend_plot"]
 
 _CELL_KEYS = ("dataset", "combination", "regressor", "protocol")
 
@@ -138,3 +139,41 @@ def loss_curve(losses: Sequence[float], path: str | Path, title: str | None = No
     axes.legend()
     return _save(figure, path, dpi)
 
+
+
+@dataclass(frozen=True)
+class LevelPlot:
+    """What ``level_means_plot`` drew: ``means`` (distortion x level), the files, the figure."""
+
+    means: pd.DataFrame
+    files: list[Path]
+    figure: Any
+
+
+def level_means_plot(scores: pd.DataFrame, path: str | Path, *, title: str, ylabel: str = "mean score",
+                     size: tuple[float, float] = (10.0, 6.0), dpi: int = 100) -> LevelPlot:
+    """Mean score per distortion level, one line per distortion type and a thick one over all
+    images (QualiCLIP's Figure 1). ``scores``: ``distortion``, ``level``, ``score`` per image.
+    Writes ``path`` (its name made safe for file systems) + .png, .svg and .csv (the means)."""
+    if scores.empty:
+        raise ValueError("no scored images to plot")
+    means = scores.groupby(["distortion", "level"])["score"].mean().unstack("level")
+    overall = scores.groupby("level")["score"].mean()
+    figure = _figure(size, dpi)
+    axes = figure.add_subplot()
+    for distortion, row in means.iterrows():
+        axes.plot(row.index.to_numpy(int), row.to_numpy(float), marker="o", linewidth=1, label=str(distortion))
+    axes.plot(overall.index.to_numpy(int), overall.to_numpy(float), color="black", linewidth=3, label="all images")
+    axes.set_xticks(overall.index.to_numpy(int))
+    axes.set_xlabel("distortion level (1 = mildest)")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, fontsize=10)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=1 + len(means) // 20)
+    folder, name = Path(path).parent, _safe_name(Path(path).name)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [folder / f"{name}.{kind}" for kind in ("png", "svg", "csv")]
+    for file in files[:2]:
+        figure.savefig(file, dpi=dpi, format=file.suffix[1:], bbox_inches="tight")  # the legend sits outside
+    means.to_csv(files[2])
+    return LevelPlot(means, files, figure)
