@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "read_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "read_rgb", "read_rgb_array"]
+
+T = TypeVar("T")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -32,6 +35,22 @@ def read_rgb(path: Path, draft: int | None = None) -> Image.Image:
     ``draft``: JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides
     at least ``draft`` px, several times faster than a full decode (other formats: no effect).
     """
+    return _decode(path, draft, _rgb_copy)
+
+
+def read_rgb_array(path: Path, draft: int | None = None) -> np.ndarray:
+    """``np.asarray(read_rgb(path, draft))``, the same HxWx3 uint8 pixels (read-only), one copy fewer.
+
+    ``read_rgb`` copies an image that decodes as RGB already (what ``convert("RGB")`` does);
+    here its pixels are read straight from the decoded image. The copy's fresh buffer costs
+    about 1,500 page faults for a 1024x768 photo, a tenth of a JPEG decode's time.
+    """
+    return _decode(path, draft, lambda image: np.asarray(_as_displayed(image)))
+
+
+def _decode(path: Path, draft: int | None, finish: Callable[[Image.Image], T]) -> T:
+    """Open and decode ``path``, then ``finish(image)`` while the file is open; one ImageReadError
+    (naming the file) for anything unreadable, raised by the decoder or by ``finish``."""
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"file not found: {path}")
@@ -45,7 +64,7 @@ def read_rgb(path: Path, draft: int | None = None) -> Image.Image:
             if draft:
                 image.draft("RGB", (draft, draft))
             image.load()  # decode now: truncated files fail here, not later in a worker
-            return _as_displayed(image)
+            return finish(image)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
         raise ImageReadError(f"not decoded: {path} has more pixels than PIL.Image.MAX_IMAGE_PIXELS "
                              f"({Image.MAX_IMAGE_PIXELS}), a possible decompression bomb ({error})") from None
@@ -53,12 +72,19 @@ def read_rgb(path: Path, draft: int | None = None) -> Image.Image:
         raise ImageReadError(f"cannot decode {path}: {type(error).__name__}: {error}") from error
 
 
+def _rgb_copy(image: Image.Image) -> Image.Image:
+    """The displayed RGB image as a new image, which outlives the closing of the decoded one."""
+    displayed = _as_displayed(image)
+    return displayed.copy() if displayed is image else displayed
+
+
 def _as_displayed(image: Image.Image) -> Image.Image:
-    """The RGB pixels a viewer shows of a decoded image (the rules in ``read_rgb``)."""
+    """The RGB pixels a viewer shows of a decoded image (the rules in ``read_rgb``): ``image``
+    itself when it is RGB already, else a new image."""
     ImageOps.exif_transpose(image, in_place=True)
     if image.mode.startswith("I;16"):  # Pillow's own conversion would clip 16-bit grey at 255
         image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8), "L")
     if image.has_transparency_data:
         rgba = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")

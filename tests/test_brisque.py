@@ -330,17 +330,21 @@ def test_rgb2gray_matches_matlab_primaries():
 
 
 def test_rgb2gray_rounding_is_exact_for_every_uint8_triple():
-    # floor(y + 0.5) equals MATLAB's round-half-away because no weighted sum of a uint8
-    # triple lies within 4.5e-6 of a half-integer: summation order cannot matter.
+    # MATLAB's uint8() rounds half away from zero: floor(y + 0.5). No weighted sum of a uint8
+    # triple lies within 4.5e-6 of a half-integer, so summation order and the rounding rule
+    # used cannot matter; the implementation is checked on all 256^3 triples anyway.
     w_r, w_g, w_b = bq.RGB2GRAY_WEIGHTS
     v = np.arange(256.0)
-    red_green = (v[:, None] * w_r + v[None, :] * w_g).ravel()
-    closest = min(np.min(np.abs(red_green + b * w_b - np.floor(red_green + b * w_b) - 0.5)) for b in range(256))
+    red_green = v[:, None] * w_r + v[None, :] * w_g
+    rgb = np.empty((256, 256, 3), dtype=np.uint8)
+    rgb[..., 0], rgb[..., 1] = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    closest = 1.0
+    for b in range(256):
+        y = red_green + b * w_b
+        closest = min(closest, float(np.min(np.abs(y - np.floor(y) - 0.5))))
+        rgb[..., 2] = b
+        np.testing.assert_array_equal(bq.rgb2gray_uint8(rgb), np.floor(y + 0.5))
     assert closest > 4e-6
-    rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 256, size=(50, 60, 3), dtype=np.uint8)
-    y = rgb[..., 0] * w_r + rgb[..., 1] * w_g + rgb[..., 2] * w_b
-    np.testing.assert_array_equal(bq.rgb2gray_uint8(rgb), np.floor(y) + ((y - np.floor(y)) >= 0.5))
 
 
 def test_rgb_input_equals_its_matlab_grey():
@@ -450,6 +454,41 @@ def test_extractor_contract(tmp_path):
     assert batch.dtype == np.float32 and batch.shape == (2, 36)
     assert extractor.compute([item]).shape == (1, 36)
     assert len(extractor.fingerprint()) > 8
+
+
+def _odd_image_files(folder: Path) -> list[Path]:
+    """One small file of each kind the decoder treats differently: plain RGB (JPEG, PNG), grey,
+    RGBA and palette transparency, 16-bit grey, CMYK, EXIF-rotated, an RGB PNG with a tRNS colour."""
+    rng = np.random.default_rng(13)
+    rgb = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees to view
+    palette = Image.fromarray(rng.integers(0, 16, (24, 40), dtype=np.uint8), "P")
+    palette.putpalette(rng.integers(0, 256, 48, dtype=np.uint8).tolist())
+    saved = {"rgb.jpg": (Image.fromarray(rgb), {"quality": 90}), "rgb.png": (Image.fromarray(rgb), {}),
+             "exif6.jpg": (Image.fromarray(rgb), {"exif": exif}), "grey.png": (Image.fromarray(rgb[..., 0]), {}),
+             "rgba.png": (Image.fromarray(np.dstack([rgb, rgb[..., 1]]), "RGBA"), {}),
+             "palette.png": (palette, {"transparency": 3}),
+             "grey16.png": (Image.fromarray(rng.integers(0, 65536, (24, 40)).astype(np.uint16)), {}),
+             "cmyk.jpg": (Image.fromarray(np.dstack([rgb, rgb[..., 2]]), "CMYK"), {}),
+             "rgb-trns.png": (Image.fromarray(rgb), {"transparency": tuple(int(v) for v in rgb[0, 0])})}
+    for name, (image, options) in saved.items():
+        image.save(folder / name, **options)
+    return [folder / name for name in saved]
+
+
+def test_read_rgb_array_is_read_rgb_pixels(tmp_path):
+    # The extractor reads pixels with read_rgb_array (no copy of an RGB decode): the same
+    # pixels as read_rgb, which the reliability catalogue checks against numpy twins.
+    from iqa_store.images import read_rgb, read_rgb_array
+    for path in _odd_image_files(tmp_path):
+        expected = np.asarray(read_rgb(path))
+        pixels = read_rgb_array(path)
+        assert pixels.dtype == np.uint8 and pixels.shape == expected.shape, path.name
+        np.testing.assert_array_equal(pixels, expected, err_msg=path.name)
+        np.testing.assert_array_equal(create_extractor("brisque").load_item(path),
+                                      bq.brisque_features(expected).astype(np.float32), err_msg=path.name)
+    assert read_rgb_array(tmp_path / "exif6.jpg").shape == (40, 24, 3)  # the orientation was applied
 
 
 def test_module_import_is_light():

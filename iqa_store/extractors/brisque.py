@@ -47,7 +47,7 @@ from scipy import ndimage
 from scipy.special import gamma as _gamma
 
 from iqa_store.extractors.base import Extractor
-from iqa_store.images import read_rgb
+from iqa_store.images import read_rgb_array
 
 __all__ = ["FEATURE_NAMES", "Brisque", "brisque_features", "imresize_half", "mscn", "rgb2gray_uint8"]
 
@@ -165,23 +165,28 @@ def _workspace() -> _Workspace:
 def rgb2gray_uint8(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """MATLAB ``rgb2gray`` on a uint8 HxWx3 array, as float64 integers 0..255.
 
-    Rounding is floor(y + 0.5): MATLAB's uint8() rounds half away from zero, and over all
-    256^3 inputs the weighted sum never comes closer than 4.5e-6 to a half-integer (checked
-    in the tests), so no rounding or summation-order detail can change the result.
+    MATLAB's uint8() rounds half away from zero; over all 256^3 inputs the weighted sum never
+    comes closer than 4.5e-6 to a half-integer (checked in the tests), so rounding to the
+    nearest integer (``np.rint``) gives MATLAB's value and no summation-order detail can change
+    it. Done in strips of rows, so the products stay in cache.
     """
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 uint8 array, got {rgb.dtype} {rgb.shape}")
     h, w, _ = rgb.shape
     grey = np.empty((h, w)) if out is None else out
-    term = _workspace().get("rgb2gray", (h, w))
+    rows = min(_strip_rows(w), h)
+    term = _workspace().get("rgb2gray", (rows, w))
     w_r, w_g, w_b = RGB2GRAY_WEIGHTS
-    np.multiply(rgb[..., 0], w_r, out=grey)
-    np.multiply(rgb[..., 1], w_g, out=term)
-    np.add(grey, term, out=grey)
-    np.multiply(rgb[..., 2], w_b, out=term)
-    np.add(grey, term, out=grey)
-    np.add(grey, 0.5, out=grey)
-    return np.floor(grey, out=grey)
+    for r0 in range(0, h, rows):
+        src, dst = rgb[r0:r0 + rows], grey[r0:r0 + rows]
+        tmp = term[:dst.shape[0]]
+        np.multiply(src[..., 0], w_r, out=dst)
+        np.multiply(src[..., 1], w_g, out=tmp)
+        np.add(dst, tmp, out=dst)
+        np.multiply(src[..., 2], w_b, out=tmp)
+        np.add(dst, tmp, out=dst)
+        np.rint(dst, out=dst)
+    return grey
 
 
 def imresize_half(image: np.ndarray) -> np.ndarray:
@@ -552,9 +557,7 @@ class Brisque(Extractor):
         return len(FEATURE_NAMES)
 
     def load_item(self, path: Path) -> np.ndarray:
-        with read_rgb(path) as image:
-            rgb = np.asarray(image)
-        return brisque_features(rgb).astype(np.float32)
+        return brisque_features(read_rgb_array(path)).astype(np.float32)
 
     def compute(self, batch: Any) -> np.ndarray:
         if isinstance(batch, np.ndarray):
