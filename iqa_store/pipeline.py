@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import yaml
 
+from iqa_store.registry import checked_options
 from iqa_store.requests import ExtractRequest, FitRequest, RequestError, request_from_mapping
 
 
@@ -70,19 +71,47 @@ class Pipeline:
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as error:
-            raise PipelineError(f"{path}: not valid YAML: {error}") from error
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}, line {mark.line + 1}" if mark else str(path)
+            raise PipelineError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from None
+        unknown = sorted(set(data) - _KEYS) if isinstance(data, dict) else None
+        if unknown is None or unknown:
+            raise PipelineError(f"{path}: must be a mapping with keys {', '.join(sorted(_KEYS))}"
+                                + (f"; unknown key(s) {unknown}" if unknown else ""))
         try:
             return cls(name=data.get("name", path.stem),
-                       datasets=[DatasetStep(**d) for d in data.get("datasets", [])],
+                       datasets=[_dataset_step(d, f"{path}: dataset {i + 1}")
+                                 for i, d in enumerate(_steps(data, "datasets", path))],
                        extract=[_extract_step(e, f"{path}: extract step {i + 1}")
-                                for i, e in enumerate(data.get("extract", []))],
+                                for i, e in enumerate(_steps(data, "extract", path))],
                        fit=[request_from_mapping(FitRequest, f, f"{path}: fit step {i + 1}")
-                            for i, f in enumerate(data.get("fit", []))])
+                            for i, f in enumerate(_steps(data, "fit", path))])
         except (TypeError, RequestError) as error:
             raise PipelineError(f"{path}: {error}" if str(path) not in str(error) else str(error)) from error
 
 
+_KEYS = {"name", "datasets", "extract", "fit"}
+
+
+def _steps(data: dict[str, Any], key: str, path: Path) -> list[Any]:
+    steps = data.get(key) or []
+    if not isinstance(steps, list):
+        raise PipelineError(f"{path}: {key} must be a list of steps, got {type(steps).__name__}")
+    return steps
+
+
+def _dataset_step(data: Any, where: str) -> DatasetStep:
+    _require_mapping(data, where)
+    return DatasetStep(**checked_options(DatasetStep, data, where, RequestError))
+
+
+def _require_mapping(data: Any, where: str) -> None:
+    if not isinstance(data, dict):
+        raise RequestError(f"{where}: must be a mapping of keys to values, got {type(data).__name__}")
+
+
 def _extract_step(data: dict[str, Any], where: str) -> ExtractStep:
+    _require_mapping(data, where)
     data = dict(data)
     optional = bool(data.pop("optional", False))
     if "encoder" in data:  # the key before weights took registry: names

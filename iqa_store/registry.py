@@ -171,12 +171,14 @@ def checked_options(cls: type, options: Mapping[str, Any], what: str,
 
 
 def type_name(hint: Any) -> str:
-    """A type as users read it: "an integer", "true or false", "2 numbers separated by commas"."""
+    """A type as users read it: "an integer", "true or false", "2 numbers, as a list or ..."."""
     if typing.get_origin(hint) is tuple:
         args = typing.get_args(hint)
         item = {int: "integer", float: "number"}.get(args[0], "value") if args else "value"
         count = "several" if not args or args[-1] is Ellipsis else str(len(args))
-        return f"{count} {item}s separated by commas"
+        return f"{count} {item}s, as a list or separated by commas"
+    if _is_mapping(hint):
+        return "a mapping of keys to values"
     names = {str: "text", int: "an integer", float: "a number", bool: "true or false", Path: "a path"}
     return names.get(hint, "any value" if hint is Any else str(hint))
 
@@ -202,6 +204,11 @@ def _without_none(hint: Any) -> Any:
     return hint
 
 
+def _is_mapping(hint: Any) -> bool:
+    origin = typing.get_origin(hint) or hint
+    return isinstance(origin, type) and issubclass(origin, Mapping)
+
+
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
 
 
@@ -221,6 +228,10 @@ def _convert(hint: Any, value: Any) -> Any:
         if text not in _TRUE + _FALSE:
             raise ValueError(text)
         return text in _TRUE
+    if _is_mapping(hint):
+        if not isinstance(value, Mapping):
+            raise TypeError(type(value).__name__)
+        return value
     if hint not in (int, float, str, Path):
         return value
     if isinstance(value, (bool, list, tuple, dict)):

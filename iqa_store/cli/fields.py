@@ -99,6 +99,9 @@ def _kind(hint: Any, f: dataclasses.Field) -> _Kind:
         return _Kind(click.Choice(list(choices)), hint)
     if hint not in _SCALARS:
         raise TypeError(f"field {f.name}: no command-line form for type {hint!r}")
+    minimum = f.metadata.get("minimum")
+    if minimum is not None and hint in (int, float):
+        return _Kind((click.IntRange if hint is int else click.FloatRange)(min=minimum), hint)
     return _Kind(_SCALARS[hint], hint)
 
 
