@@ -52,18 +52,38 @@ class LazyGroup(click.Group):
             raise
         except Exception as error:
             if _is_user_error(error):
-                click.echo(f"error: {error}", err=True)
+                click.echo(f"error: {one_line(error)}", err=True)
                 sys.exit(2)
             raise
 
 
+# the paths a user gave that the system refused: named by the error's filename
+_PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
 def _is_user_error(error: Exception) -> bool:
-    """Errors caused by input (files, names, settings) get one clear line, no traceback."""
+    """Errors caused by input (files, names, settings, options) get one clear line, no traceback.
+
+    The library's own error classes are ValueErrors (ManifestError, RequestError, OptionError,
+    PipelineError, DamagedFileError) or say so by name; anything else is a bug and keeps its
+    traceback."""
     from iqa_store.datasets.manifest import ManifestError
     from iqa_store.extractors.base import ExtractorError
     from iqa_store.registry import RegistryError
     from iqa_store.store.store import StoreError
-    return isinstance(error, (ManifestError, ExtractorError, RegistryError, StoreError, ValueError, FileNotFoundError))
+    return isinstance(error, (ManifestError, ExtractorError, RegistryError, StoreError, ValueError, *_PATH_ERRORS))
+
+
+def one_line(error: Exception) -> str:
+    """The error's message on one line (a listing after "name one of:" joins with spaces, other
+    lines with "; "); a refused path as "what: path"."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.strerror}: {error.filename}" + (f" -> {error.filename2}" if error.filename2 else "")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    for line in lines[1:]:
+        text += (" " if text.endswith(":") else "; ") + line
+    return text
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

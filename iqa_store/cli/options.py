@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Callable
 
 import click
 
+def _store_root(ctx: click.Context, param: click.Parameter, root: str) -> str:
+    """Refuse a folder that holds other things and none of a store's: a mistyped --store must not
+    become a store inside someone's photos (a new or empty folder becomes one)."""
+    from iqa_store.store import FeatureStore
+    path = Path(root)
+    if not path.is_dir():
+        return root
+    store = FeatureStore(path)
+    layout = {getattr(store, name).name for name in dir(FeatureStore) if name.endswith("_dir")}
+    entries = {entry.name for entry in path.iterdir()}
+    if entries & layout or all(name.startswith(".") for name in entries):
+        return root
+    raise click.BadParameter(f"{root} is not a store: it holds other files and none of {', '.join(sorted(layout))}; "
+                             "give a new or empty folder, or an existing store", ctx, param)
+
+
 store_option = click.option("--store", "store", envvar="IQA_STORE", default="stores", show_default=True,
-                            type=click.Path(file_okay=False), help="Store root (env IQA_STORE).")
+                            type=click.Path(file_okay=False), callback=_store_root, help="Store root (env IQA_STORE).")
 format_option = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
                              help="Output format.")
 
