@@ -172,6 +172,14 @@ def test_embedding_models_store_the_pool_output(image_tree: Path, tmp_path: Path
         np.testing.assert_allclose(values, [reference_pooled(model, p) for p in paths], atol=1e-5, rtol=1e-4)
 
 
+def test_clipiqa_embedding_is_clip_rn50_at_native_size(image_tree: Path, tmp_path: Path) -> None:
+    """Our pool forward and clip-rn50's (open_clip's pool with its table zeroed) give the same numbers."""
+    weights = str(write_layout(tiny_model(3), "open_clip", tmp_path / "w.safetensors"))
+    ours, _, _ = stored("clipiqa-embedding", image_tree, tmp_path / "store", weights)
+    clip, _, _ = stored("clip-rn50", image_tree, tmp_path / "store", weights, policy="full")
+    np.testing.assert_allclose(ours, clip, atol=1e-5, rtol=1e-5)
+
+
 def test_written_out_prompt_pairs_and_bad_settings() -> None:
     extractor = create_extractor("clipiqa", prompts="Sharp photo./Blurry photo.; Noisy photo./Clean photo.")
     assert extractor.settings()["prompts"] == [["Sharp photo.", "Blurry photo."], ["Noisy photo.", "Clean photo."]]

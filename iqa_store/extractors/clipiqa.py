@@ -71,8 +71,9 @@ class ClipQualityScore(OpenAIClip):
         if self.output == "score" and self.normalize:
             raise ExtractorError(f"{self.family}: normalize L2-normalises the embedding; it goes with "
                                  f"output=embedding, not with the score")
-        if not self.scale > 0:
-            raise ExtractorError(f"{self.family}: scale must be positive, not {self.scale!r}")
+        if not (isinstance(self.scale, (int, float)) and self.scale > 0):
+            raise ExtractorError(f"{self.family}: scale must be a positive number, not {self.scale!r}")
+        self.scale = float(self.scale)  # -s scale=50 and scale=50.0 are one setting, one fingerprint
         self.name = self.family if self.output == "score" else f"{self.family}-embedding"
         self.arch = (self.encoder_config or {}).get("arch", self.arch)
         super().__post_init__()
@@ -121,13 +122,12 @@ class ClipQualityScore(OpenAIClip):
         import torch
 
         from iqa_store.nets.clip_quality import CheckpointError, load_clip_state, read_clip_state
-        open_clip = open_clip_module()
+        path = None if self.random_init else self._resolve_weights()  # a missing file says so before any build
         if self.random_init:
             torch.manual_seed(self.seed)
-        model = open_clip.create_model(self.arch, pretrained=None, force_quick_gelu=True)
+        model = open_clip_module().create_model(self.arch, pretrained=None, force_quick_gelu=True)
         state = None
-        if not self.random_init:
-            path = self._resolve_weights()
+        if path is not None:
             try:
                 state = read_clip_state(path)
                 load_clip_state(model, state, path)
