@@ -54,6 +54,10 @@ class LazyGroup(click.Group):
             if _is_user_error(error):
                 click.echo(f"error: {one_line(error)}", err=True)
                 sys.exit(2)
+            from iqa_store.store.files import StoreWriteError
+            if isinstance(error, StoreWriteError):  # the store's disk, not the input: exit 1
+                click.echo(f"error: {error}", err=True)
+                sys.exit(1)
             raise
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from iqa_store.fingerprint import file_sha256, fingerprint
 from iqa_store.store.featureset import now_iso
-from iqa_store.store.files import read_json, write_json_atomic
+from iqa_store.store.files import read_json, storage_errors, write_json_atomic
 from iqa_store.store.scope import Scope, scope_from_dict
 
 if TYPE_CHECKING:
@@ -56,20 +56,25 @@ def save_encoder(store: "FeatureStore", name: str, state_dict: dict[str, Any], c
     from safetensors.torch import save_file
 
     staging = store.staging_path()
-    staging.mkdir(parents=True)
-    tensors = {key: value.detach().contiguous().cpu() for key, value in state_dict.items()}
-    save_file(tensors, str(staging / WEIGHTS_FILE))
-    weights_sha = file_sha256(staging / WEIGHTS_FILE)
-    identity = {"name": name, "config": config, "weights": weights_sha}
-    if scope is not None:  # unscoped encoders keep the fingerprints they had before scopes existed
-        identity["scope"] = scope.to_dict()
-    fp = fingerprint(identity)
-    write_json_atomic(staging / RECORD_FILE, {"name": name, "fingerprint": fp, "config": config,
-                                              "provenance": provenance, "weights_sha256": weights_sha,
-                                              "scope": None if scope is None else scope.to_dict(),
-                                              "created": now_iso()})
-    final = store.encoders_dir / name / fp
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with storage_errors(f"encoder {name} in store {store.root}"):
+            staging.mkdir(parents=True)
+            tensors = {key: value.detach().contiguous().cpu() for key, value in state_dict.items()}
+            save_file(tensors, str(staging / WEIGHTS_FILE))
+            weights_sha = file_sha256(staging / WEIGHTS_FILE)
+            identity = {"name": name, "config": config, "weights": weights_sha}
+            if scope is not None:  # unscoped encoders keep the fingerprints they had before scopes existed
+                identity["scope"] = scope.to_dict()
+            fp = fingerprint(identity)
+            write_json_atomic(staging / RECORD_FILE, {"name": name, "fingerprint": fp, "config": config,
+                                                      "provenance": provenance, "weights_sha256": weights_sha,
+                                                      "scope": None if scope is None else scope.to_dict(),
+                                                      "created": now_iso()})
+            final = store.encoders_dir / name / fp
+            final.parent.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a half-written encoder never reaches the registry
+        raise
     try:
         staging.rename(final)
     except OSError:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from iqa_store.store.files import DamagedFileError, FileLock, read_json, write_json_atomic
+from iqa_store.store.files import DamagedFileError, FileLock, read_json, storage_errors, write_json_atomic
 from iqa_store.store.scope import Scope, scope_from_dict
 
 PENDING, DONE, FAILED = 0, 1, 2
@@ -148,7 +148,12 @@ class FeatureSet:
         return read_json(marker) if marker.exists() else None
 
     def chunk_lock(self, index: int) -> FileLock:
-        return FileLock(self.path / "locks" / f"{index}.lock")
+        return FileLock(self.path / "locks" / f"{index}.lock", f"the lock of chunk {index} of {self._where}")
+
+    @property
+    def _where(self) -> str:
+        """How errors name this set: its name and its store (``STORE/features/<dataset>/<extractor>/<fp>``)."""
+        return f"feature set {self.name} in store {self.path.parents[3]}"
 
     # --- reading -------------------------------------------------------------------------
     def status(self) -> np.ndarray:
@@ -186,11 +191,12 @@ class FeatureSet:
         start, stop = self.chunk_rows(result.index)
         if result.values.shape != (stop - start, self.dim):
             raise ValueError(f"chunk {result.index}: expected shape {(stop - start, self.dim)}, got {result.values.shape}")
-        zarr.open_array(self.path / "features", mode="r+")[start:stop] = result.values.astype(np.float32)
-        zarr.open_array(self.path / "status", mode="r+")[start:stop] = result.status.astype(np.int8)
-        write_json_atomic(self._marker(result.index), {
-            "rows": [start, stop], "failures": {str(k): v for k, v in result.failures.items()},
-            "reused": result.reused, "writer": writer, "committed": now_iso()})
+        with storage_errors(f"chunk {result.index} of {self._where}"):
+            zarr.open_array(self.path / "features", mode="r+")[start:stop] = result.values.astype(np.float32)
+            zarr.open_array(self.path / "status", mode="r+")[start:stop] = result.status.astype(np.int8)
+            write_json_atomic(self._marker(result.index), {
+                "rows": [start, stop], "failures": {str(k): v for k, v in result.failures.items()},
+                "reused": result.reused, "writer": writer, "committed": now_iso()})
 
     def mark_complete_if_done(self) -> bool:
         """Write the COMPLETE marker once every chunk is committed (idempotent)."""
@@ -199,7 +205,8 @@ class FeatureSet:
         if self.pending_chunks():
             return False
         counts = self.counts()
-        write_json_atomic(self.path / "COMPLETE", {"completed": now_iso(), **counts})
+        with storage_errors(f"the COMPLETE marker of {self._where}"):
+            write_json_atomic(self.path / "COMPLETE", {"completed": now_iso(), **counts})
         return True
 
     # --- description ---------------------------------------------------------------------

@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+# What the filesystem says when the store's disk, not the command, is at fault.
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
+
+
+class StoreWriteError(OSError):
+    """The store's filesystem refused a write (full, over quota, read-only, I/O error).
+
+    Raised in place of the OSError, with one line that names what was being written and where.
+    Writes are atomic (temporary file, then rename) and a chunk counts only once its marker is
+    written, so nothing half-written is visible and everything committed before stays readable.
+    """
+
+
+@contextmanager
+def storage_errors(what: str) -> Iterator[None]:
+    """Turn the filesystem's refusals while writing ``what`` into a ``StoreWriteError`` naming it."""
+    try:
+        yield
+    except StoreWriteError:
+        raise
+    except OSError as error:
+        if error.errno not in _STORAGE_ERRNOS:
+            raise
+        raised = StoreWriteError(f"cannot write {what}: {os.strerror(error.errno)}. Work committed before is "
+                                 "kept and readable: free space (or fix the disk) and run the same command again "
+                                 "to resume")
+        raised.errno = error.errno
+        raise raised from None
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -45,8 +76,9 @@ class FileLock:
     never leaves a stale lock behind and nobody has to guess whether a pid is alive.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, what: str = "") -> None:
         self.path = path
+        self.what = what or f"lock file {path}"  # what errors call it
         self._fd: int | None = None
 
     def acquire(self, blocking: bool = False) -> bool:
@@ -56,8 +88,13 @@ class FileLock:
         except BlockingIOError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.uname().nodename} {os.getpid()}\n".encode())
+        try:
+            with storage_errors(self.what):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.uname().nodename} {os.getpid()}\n".encode())
+        except BaseException:
+            os.close(fd)  # drops the flock: a lock we could not label is not held
+            raise
         self._fd = fd
         return True
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from iqa_store.fingerprint import fingerprint
 from iqa_store.store.featureset import DONE, FeatureSet, build_feature_set, now_iso
-from iqa_store.store.files import FileLock, read_json, write_json_atomic
+from iqa_store.store.files import FileLock, read_json, storage_errors, write_json_atomic
 from iqa_store.store.scope import Scope
 
 if TYPE_CHECKING:
@@ -106,16 +106,25 @@ class FeatureStore:
         path = self.features_dir / manifest.dataset / extractor.name / fp
         if (path / "zarr.json").exists():
             return FeatureSet(path), False
+        with storage_errors(f"feature set {manifest.dataset}/{extractor.name}/{fp} in store {self.root}"):
+            return self._create(path, manifest, manifest_hash, extractor, fp), True
+
+    def _create(self, path: Path, manifest: "Manifest", manifest_hash: str, extractor: FeatureIdentity,
+                fp: str) -> FeatureSet:
+        """Build the set in the staging folder and rename it into place (a failed build leaves nothing)."""
         self.save_manifest(manifest, manifest_hash)
         attrs = {"dataset": manifest.dataset, "extractor": extractor.name, "fingerprint": fp,
                  "extractor_fingerprint": extractor.fingerprint, "fingerprint_inputs": extractor.inputs,
                  "extractor_settings": extractor.settings, "manifest_hash": manifest_hash,
                  "scope": None if extractor.scope is None else extractor.scope.to_dict(),
                  "dataset_root": str(manifest.root), "package_versions": package_versions(), "created": now_iso()}
-        files = manifest.file_identity()
-        fs = build_feature_set(path, self.staging_path(), attrs, manifest.ids, manifest.table["path"].tolist(),
-                               files, extractor.dim, self.rows_per_chunk(extractor.dim))
-        return fs, True
+        staging = self.staging_path()
+        try:
+            return build_feature_set(path, staging, attrs, manifest.ids, manifest.table["path"].tolist(),
+                                     manifest.file_identity(), extractor.dim, self.rows_per_chunk(extractor.dim))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     def get(self, name: str) -> FeatureSet:
         """A set by full name ``dataset/extractor/fingerprint`` (a unique fingerprint prefix is enough)."""
@@ -273,7 +282,8 @@ class FeatureStore:
         path = self.manifests_dir / manifest.dataset / f"{manifest_hash}.json"
         if not path.exists():
             table = manifest.table.astype(object).where(manifest.table.notna(), None)
-            write_json_atomic(path, {"dataset": manifest.dataset, "root": str(manifest.root), "hash": manifest_hash,
+            with storage_errors(f"the labels of dataset {manifest.dataset} in store {self.root}"):
+                write_json_atomic(path, {"dataset": manifest.dataset, "root": str(manifest.root), "hash": manifest_hash,
                                      "mos_range": list(manifest.mos_range), "original_direction": manifest.original_direction,
                                      "info": manifest.info, "saved": now_iso(), "table": table.to_dict(orient="list")})
         return path
