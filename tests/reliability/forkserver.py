@@ -10,7 +10,8 @@ flush), and its exit status is the CLI's.
 
 Protocol on the server's stdin/stdout: one JSON object per line. ``{"run": argv, "out": path,
 "err": path, "env": {...}}`` forks and answers ``{"pid": N}``; ``{"wait": N}`` reaps child N and
-answers ``{"status": S}`` (the exit code, or minus the signal that ended it).
+answers ``{"status": S}`` (the exit code, or minus the signal that ended it). A run request may
+carry ``"enospc": {"under": folder, "after": n}`` (see ``_inject_enospc``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,79 @@ PRELOAD = ("torch", "sklearn.linear_model", "zarr", "pandas", "PIL.Image", "iqa_
            "iqa_store.cli.extract_cmd", "iqa_store.cli.fit_cmd", "iqa_store.cli.train_cmd", "tqdm")
 
 
+def _inject_enospc(under: str, budget: int) -> None:
+    """Fault injection at the OS boundary: writes to files below ``under`` fail with ENOSPC once
+    ``budget`` bytes have gone through (the part that still fits is written first, as on a full disk).
+
+    Every Python-level file write passes through ``io.open`` (``open``, ``Path.open``, ``os.fdopen``,
+    zarr's local store) or ``os.write``; both are wrapped, in this child process only.
+    """
+    import builtins
+    import errno
+    import io
+    left = [budget]
+    real_open, real_write = io.open, os.write
+
+    def path_of(file: Any) -> str:
+        if isinstance(file, int):
+            return os.readlink(f"/proc/self/fd/{file}")
+        return os.path.abspath(os.fspath(file))
+
+    def charge(size: int) -> int:
+        allowed = min(size, left[0])
+        left[0] -= allowed
+        return allowed
+
+    def full(name: str) -> OSError:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+
+    class FullDisk:
+        def __init__(self, handle: Any, name: str) -> None:
+            self._handle, self._name = handle, name
+
+        def write(self, data: Any) -> int:
+            size = len(data) if isinstance(data, str) else memoryview(data).nbytes
+            allowed = charge(size)
+            if allowed < size:
+                if allowed:
+                    self._handle.write(data[:allowed] if isinstance(data, str) else memoryview(data).cast("B")[:allowed])
+                raise full(self._name)
+            return self._handle.write(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._handle, name)
+
+        def __enter__(self) -> "FullDisk":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._handle.close()
+
+    def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        handle = real_open(file, mode, *args, **kwargs)
+        name = path_of(file)
+        if any(flag in mode for flag in "wax+") and name.startswith(under):
+            return FullDisk(handle, name)
+        return handle
+
+    def write(fd: int, data: Any) -> int:
+        try:
+            name = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            name = ""
+        if name.startswith(under):
+            size = memoryview(data).nbytes
+            allowed = charge(size)
+            if allowed < size:
+                if allowed:
+                    real_write(fd, memoryview(data).cast("B")[:allowed])
+                raise full(name)
+        return real_write(fd, data)
+
+    io.open = builtins.open = open_
+    os.write = write
+
+
 def _child(request: dict[str, Any]) -> None:
     """In the forked child: become ``iqa-store ARGV`` with its own files and environment."""
     os.setpgid(0, 0)  # its own process group: a kill of the group reaches its helpers too
@@ -44,6 +118,8 @@ def _child(request: dict[str, Any]) -> None:
     if request.get("cwd"):
         os.chdir(request["cwd"])
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if request.get("enospc"):
+        _inject_enospc(request["enospc"]["under"], request["enospc"]["after"])
     code = 1
     try:
         from iqa_store.cli import main
@@ -154,11 +230,16 @@ class ForkServer:
         self._process.stdin.flush()
         return json.loads(self._process.stdout.readline())
 
-    def run(self, argv: list[str], env: dict[str, str] | None = None, name: str = "run") -> Child:
+    def run(self, argv: list[str], env: dict[str, str] | None = None, name: str = "run",
+            enospc: tuple[Path, int] | None = None) -> Child:
+        """Fork ``iqa-store ARGV``; ``enospc=(folder, n)``: its writes below folder fail with ENOSPC after n bytes."""
         self._count += 1
         out, err = (self.folder / f"{self._count:04d}-{name}.{kind}" for kind in ("out", "err"))
         started = time.monotonic()
-        pid = self.ask({"run": [str(a) for a in argv], "out": str(out), "err": str(err), "env": env or {}})["pid"]
+        request = {"run": [str(a) for a in argv], "out": str(out), "err": str(err), "env": env or {}}
+        if enospc:
+            request["enospc"] = {"under": str(Path(enospc[0]).resolve()), "after": int(enospc[1])}
+        pid = self.ask(request)["pid"]
         return Child(self, pid, out, err, started)
 
     def complete(self, argv: list[str], env: dict[str, str] | None = None, name: str = "run") -> Child:
