@@ -45,14 +45,21 @@ def imported_identity(name: str, source_sha256: str, source_dim: int) -> Feature
 def read_features_file(path: Path, ids_file: Path | None = None) -> tuple[np.ndarray, list[str]]:
     if path.suffix in (".h5", ".hdf5"):
         import h5py
-        with h5py.File(path, "r") as handle:
+        try:
+            handle = h5py.File(path, "r")
+        except OSError as error:  # h5py's refusal of a file that is not HDF5
+            raise StoreError(f"{path}: not an HDF5 file ({error})") from None
+        with handle:
             for key in ("features", "ids"):
                 if key not in handle:
                     raise StoreError(f"{path}: no dataset {key!r} (found {list(handle.keys())})")
             values = np.asarray(handle["features"][:], dtype=np.float32)
             ids = [v.decode() if isinstance(v, bytes) else str(v) for v in handle["ids"][:]]
     else:
-        values = np.load(path, allow_pickle=False).astype(np.float32)
+        try:
+            values = np.load(path, allow_pickle=False).astype(np.float32)
+        except (ValueError, EOFError):  # not a .npy array: text, empty, pickled objects (never unpickled)
+            raise StoreError(f"{path}: not a numeric .npy array (an HDF5 file must end in .h5 or .hdf5)") from None
         ids_file = ids_file or path.with_suffix(".ids.txt")
         if not ids_file.exists():
             raise StoreError(f"{path}: ids file {ids_file} not found (one image id per line, in row order)")
