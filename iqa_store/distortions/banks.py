@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from iqa_store.registry import Registry
+from iqa_store.registry import Registry, RegistryError
 
 LEVELS = (1, 2, 3, 4, 5)
 BANK_NAMES = ("reiqa", "kadid24")
@@ -182,7 +182,7 @@ class Bank:
         for entry in self.entries:
             if entry.type == type:
                 return entry
-        raise KeyError(f"distortion {type!r} is not in bank {self.name!r}; it has: {', '.join(self.types)}")
+        raise RegistryError(f"distortion {type!r} is not in bank {self.name!r}; it has: {', '.join(self.types)}")
 
     def __contains__(self, type: object) -> bool:
         return type in self.types
