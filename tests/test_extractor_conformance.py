@@ -241,6 +241,32 @@ class TestQualiClip(_ClipQualitySuite):
         return reference_scores(tiny_clip_quality_model(0), paths, random_prompt_features(7, 32).numpy(), 100.0, True)
 
 
+@pytest.mark.usefixtures("tiny_clip")
+class TestClipIqaPlus(Conformance):
+    """A learned context (safetensors, as training exports it) on the random-init base its config names."""
+
+    registry_name = "clipiqa-plus"
+    changing_settings = [("scale", 50.0),
+                         ("encoder_config", {"arch": TINY_CLIP_RN_ARCH, "base_weights": {"random_init": True, "seed": 1}})]
+    config: ClassVar[dict[str, Any]] = {"arch": TINY_CLIP_RN_ARCH, "base_weights": {"random_init": True, "seed": 0}}
+
+    def make_extractor(self, folder: Path) -> Extractor:
+        context = _safetensors(self.state_dict(), folder / "context.safetensors")
+        return create_extractor("clipiqa-plus", weights=str(context), encoder_config=self.config)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"context": torch.randn(16, 64, generator=torch.Generator().manual_seed(0)) * 0.02}
+
+    def reference(self, paths: list[Path]) -> np.ndarray:
+        from iqa_store.nets.coop import coop_prompts, coop_text_features
+        torch.manual_seed(0)  # the base the config names
+        model = _open_clip().create_model(TINY_CLIP_RN_ARCH, pretrained=None, force_quick_gelu=True).eval()
+        prompts = coop_prompts(_open_clip().get_tokenizer(TINY_CLIP_RN_ARCH), ["Good photo.", "Bad photo."])
+        with torch.no_grad():
+            features = coop_text_features(model, prompts, self.state_dict()["context"]).double().numpy()
+        return reference_scores(model, paths, features, 100.0, False)
+
+
 # --- Re-IQA --------------------------------------------------------------------------------------
 
 @functools.cache

@@ -179,7 +179,7 @@ def test_train_qualiclip_on_a_folder_registers_an_encoder_its_extractor_reads(ti
     assert result.exit_code == 0, result.output
     [record] = list_encoders(FeatureStore(store))
     assert record.config["reader"] == "qualiclip" and record.config["arch"] == TINY_CLIP_RN_ARCH
-    assert record.config["base_weights"] == {"random_init": True} and record.scope is None
+    assert record.config["base_weights"] == {"random_init": True, "seed": 0} and record.scope is None
     assert record.provenance["steps"] == 3 and len(record.provenance["loss_curve"]) == 3
     state = read_clip_state(record.weights_path)
     assert state.layout == "qualiclip-visual" and tuple(state.prompts_features.shape) == (14, 32)

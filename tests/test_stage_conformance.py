@@ -98,6 +98,14 @@ class TestCnniqa(Conformance):
         return TrainingData.from_split(manifest, split.train, Scope("tiny", "random-80-20", split.key, 0))
 
 
+@pytest.mark.usefixtures("tiny_clip")
+class TestClipiqaPlus(TestCnniqa):
+    stage_name = "clipiqa-plus"
+    tiny_hyperparameters = {"arch": TINY_CLIP_RN_ARCH, "pretrained": "none"}
+    invalid_hyperparameters = {"n_context": 15}
+    training = {"batch_size": 2, "lr": 0.5}
+
+
 def test_every_registered_stage_runs_the_suite() -> None:
     module = sys.modules[__name__]
     covered = {cls.stage_name for cls in vars(module).values()

@@ -26,6 +26,8 @@ EXTRACTORS.register("cnniqa", "iqa_store.extractors.cnniqa:Cnniqa",
                     help="CNNIQA patch network (Kang et al. 2014), trained per split: --protocol P (800-d, or 512)")
 EXTRACTORS.register("clipiqa", "iqa_store.extractors.clipiqa:clipiqa",
                     help="CLIP-IQA score: OpenAI RN50, softmax(100 cos) per prompt pair (default Good/Bad photo.)")
+EXTRACTORS.register("clipiqa-plus", "iqa_store.extractors.clipiqa_plus:ClipIqaPlus",
+                    help="CLIP-IQA+ score: Good/Bad photo. with a CoOp context learned per split (iqa-store train clipiqa-plus)")
 EXTRACTORS.register("clipiqa-embedding", "iqa_store.extractors.clipiqa:clipiqa_embedding",
                     help="CLIP-IQA's image feature: RN50 attention pool without positions, native size (1024-d)")
 EXTRACTORS.register("clip-vitb16", "iqa_store.extractors.clip:clip_vitb16", help="OpenAI CLIP ViT-B/16 image embedding (512-d)")

@@ -142,8 +142,10 @@ class OpenClipExtractor(ImageEmbedder):
         return None
 
     def _resolve_weights(self) -> str:
-        if self.weights:
-            return self.weights
+        return self.weights or self.published_weights_file()
+
+    def published_weights_file(self) -> str:
+        """The published checkpoint: from the Hugging Face cache, else downloaded (unless offline)."""
         cached = self._cached_hub_file()
         if cached:
             return cached

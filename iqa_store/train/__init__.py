@@ -41,6 +41,8 @@ STAGES.register("reiqa-quality", "iqa_store.train.reiqa:QualityStage",
                 help="Re-IQA quality encoder: distortion chunks, OLA crops, half swap, two scales")
 STAGES.register("cnniqa", "iqa_store.train.cnniqa:CnniqaStage",
                 help="CNNIQA (Kang et al. 2014): patch CNN regressing MOS, trained per split on its training rows")
+STAGES.register("clipiqa-plus", "iqa_store.train.clipiqa_plus:ClipiqaPlusStage",
+                help="CLIP-IQA+: a 16-token CoOp context on a frozen CLIP RN50, MSE on MOS, trained per split")
 STAGES.register("qualiclip", "iqa_store.train.qualiclip:QualiclipStage",
                 help="QualiCLIP: CLIP's image encoder fine-tuned to rank pairs of crops degraded at 5 levels (no labels)")
 

@@ -8,6 +8,7 @@ number of DataLoader workers.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -37,6 +38,7 @@ class TrainingData:
     skipped: tuple[str, ...] = ()  # files that could not be opened, with the reason
     mos: tuple[float, ...] | None = None
     scope: Scope | None = None
+    mos_range: tuple[float, float] | None = None  # the dataset's declared MOS scale (from_split)
 
     @classmethod
     def from_paths(cls, source: str, paths: Sequence[Path], ids: Sequence[str] | None = None,
@@ -79,8 +81,9 @@ class TrainingData:
         rows = np.asarray(rows, dtype=np.int64)
         table = manifest.table.iloc[rows]
         paths = [Path(manifest.root) / p for p in table["path"]]
-        return cls.from_paths(f"dataset {manifest.dataset} ({manifest.root}), split {scope.split} train part",
+        data = cls.from_paths(f"dataset {manifest.dataset} ({manifest.root}), split {scope.split} train part",
                               paths, [str(i) for i in table["image_id"]], manifest.mos[rows].tolist(), scope)
+        return dataclasses.replace(data, mos_range=tuple(float(v) for v in manifest.mos_range))
 
     def describe(self) -> dict[str, Any]:
         described = {"source": self.source, "images": len(self.paths), "identity": self.identity,

@@ -199,9 +199,9 @@ def base_clip(arch: str, pretrained: str, weights: str, quick_gelu: bool) -> Bas
         state = read_clip_state(path)
         load_clip_state(model, state, str(path))
         return BaseClip(model, {"file": path.name, "sha256": file_sha256(path)}, state.prompts_features)
-    if pretrained == NO_WEIGHTS:
+    if pretrained == NO_WEIGHTS:  # the seed torch drew it from: a reader rebuilds the same model from it
         return BaseClip(open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick_gelu),
-                        {"random_init": True})
+                        {"random_init": True, "seed": torch.initial_seed()})
     try:
         model = open_clip.create_model(arch, pretrained=pretrained, force_quick_gelu=quick_gelu)
     except Exception as error:  # network and cache failures come in many types; say what to do
