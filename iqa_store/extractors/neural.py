@@ -50,7 +50,11 @@ def load_state_dict(path: str) -> dict[str, Any]:
     """
     if str(path).endswith(".safetensors"):
         from safetensors.torch import load_file
-        state = load_file(path)
+        try:
+            state = load_file(path)
+        except Exception as error:  # SafetensorError for a damaged or substituted file (a pickle renamed, say)
+            raise ExtractorError(f"cannot read {path}: not a valid safetensors file ({type(error).__name__}: "
+                                 f"{error})") from None
     else:
         import torch
         try:
