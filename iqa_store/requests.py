@@ -12,6 +12,7 @@ only): every layer can read a request.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,6 +34,16 @@ def arg(default: Any = None, help: str = "", *, flags: tuple[str, ...] = (), met
 
 class RequestError(ValueError):
     """A request whose fields contradict each other, name nothing known or are out of range."""
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names a device torch can use (checked without importing torch)."""
+    if not _DEVICE.fullmatch(str(device)):
+        raise RequestError(f"device must be auto, cpu, cuda or cuda:N (or mps, xpu), got {device!r}")
+    return device
 
 
 def _check_declared(request: Any) -> None:
@@ -84,6 +95,7 @@ class ExtractRequest:
 
     def __post_init__(self) -> None:
         _check_declared(self)
+        check_device(self.device)
 
     def extractor_settings(self) -> dict[str, Any]:
         """The extractor fields this request sets (``--set`` and ``--policy``)."""

@@ -99,6 +99,7 @@ def sheet(image: Path, out: Path, bank: str, types: tuple[str, ...], tile: int, 
       iqa-store distortions sheet photo.jpg --out reiqa.png
       iqa-store distortions sheet photo.jpg --out blur.png --bank kadid24 --type gaussian_blur --type lens_blur
     """
+    _check_sheet_format(out)  # before any work: a bad --out name fails at once
     chosen = get_bank(bank)
     unknown = [t for t in types if t not in chosen]
     if unknown:
@@ -147,6 +148,13 @@ def _image_format(target: Path) -> str:
         raise click.BadParameter(f"cannot tell an image format from {target.name!r}; use .png (exact) or .jpg",
                                  param_hint="OUT")
     return image_format
+
+
+def _check_sheet_format(out: Path) -> None:
+    from matplotlib.backend_bases import FigureCanvasBase
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if out.suffix.lower().lstrip(".") not in formats:
+        raise click.BadParameter(f"cannot write a sheet as {out.name!r}; use .png, .pdf or .svg", param_hint="--out")
 
 
 def _write(pixels: np.ndarray, target: Path, image_format: str) -> None:

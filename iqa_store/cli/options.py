@@ -48,6 +48,15 @@ def dataset_options(command: click.Command) -> click.Command:
     return command
 
 
+def checked_device(ctx: click.Context, param: click.Parameter, device: str) -> str:
+    """A ``--device`` callback: a misspelt device fails before any work."""
+    from iqa_store.requests import RequestError, check_device
+    try:
+        return check_device(device)
+    except RequestError as error:
+        raise click.BadParameter(str(error), ctx, param) from None
+
+
 def emit(fmt: str, data: Any, text: Callable[[], str]) -> None:
     """Print ``data`` as JSON or ``text()`` as plain text."""
     click.echo(json.dumps(data, indent=2, default=str) if fmt == "json" else text())

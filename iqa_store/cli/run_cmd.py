@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import click
 
-from iqa_store.cli.options import emit, format_option, store_option
+from iqa_store.cli.options import checked_device, emit, format_option, store_option
 
 
 @click.command()
 @click.argument("pipeline_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True, callback=checked_device, help="auto, cpu, cuda or cuda:N.")
 @click.option("--workers", type=click.IntRange(0), help="DataLoader decoding processes [default: min(4, cores)].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @store_option

@@ -44,8 +44,8 @@ def show(dataset: str | None, protocol: str | None, key: str | None, store: str,
         return
     matches = [s for s in stored if s.key.startswith(key)]
     if len(matches) != 1:
-        raise click.ClickException(f"{len(matches)} stored split sets match key {key!r}; "
-                                   "`iqa-store splits show` lists them")
+        raise click.BadParameter(f"{len(matches)} stored split sets match key {key!r}; "
+                                 "`iqa-store splits show` lists them", param_hint="--key")
     detail = matches[0].detail()
     emit(fmt, detail, lambda: "\n".join(
         [f"{k}: {v}" for k, v in detail.items() if k != "splits"]

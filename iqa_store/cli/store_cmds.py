@@ -116,6 +116,8 @@ def export(name: str, out: str, store: str) -> None:
     """
     from iqa_store.store import FeatureStore
     from iqa_store.store.transfer import export_feature_set
+    if not Path(out).absolute().parent.is_dir():
+        raise click.BadParameter(f"folder {Path(out).parent} does not exist; create it first", param_hint="OUT")
     for path in export_feature_set(FeatureStore(store).get(name), Path(out)):
         click.echo(f"wrote {path}")
 

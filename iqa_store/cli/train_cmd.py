@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from iqa_store.cli.fields import field_options, values
-from iqa_store.cli.options import dataset_options, emit, format_option, store_option
+from iqa_store.cli.options import checked_device, dataset_options, emit, format_option, store_option
 
 
 class StageGroup(click.Group):
@@ -83,7 +83,8 @@ def _stage_command(name: str, stage: Any) -> click.Command:
               click.Option(["--warmup-steps"], type=click.IntRange(0), default=0, show_default=True),
               click.Option(["--seed"], type=int, default=0, show_default=True, help="Seed of the weights and of every random draw."),
               click.Option(["--precision"], type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="bf16 autocast (CUDA)."),
-              click.Option(["--device"], default="auto", show_default=True, help="auto, cpu, cuda (under torchrun: each process its own GPU)."),
+              click.Option(["--device"], default="auto", show_default=True, callback=checked_device,
+                           help="auto, cpu, cuda (under torchrun: each process its own GPU)."),
               click.Option(["--workers"], type=click.IntRange(0), help="DataLoader processes making the samples [default: min(4, cores)]."),
               click.Option(["--checkpoint-every"], type=click.IntRange(1), default=100, show_default=True, help="Steps between checkpoints."),
               click.Option(["--name"], help=f"Registry name of the encoder [default: {name}]."),
