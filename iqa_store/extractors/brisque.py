@@ -163,7 +163,9 @@ def _workspace() -> _Workspace:
 
 
 def rgb2gray_uint8(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """MATLAB ``rgb2gray`` on a uint8 HxWx3 array, as float64 integers 0..255.
+    """MATLAB ``rgb2gray`` on a uint8 HxWx3 array, as float64 integers 0..255 (or into ``out``,
+    float64 or uint8: the extractor keeps the grey image as uint8, an eighth of the memory
+    traffic of the float64 passes that read it back).
 
     MATLAB's uint8() rounds half away from zero; over all 256^3 inputs the weighted sum never
     comes closer than 4.5e-6 to a half-integer (checked in the tests), so rounding to the
@@ -175,17 +177,18 @@ def rgb2gray_uint8(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray
     h, w, _ = rgb.shape
     grey = np.empty((h, w)) if out is None else out
     rows = min(_strip_rows(w), h)
-    term = _workspace().get("rgb2gray", (rows, w))
+    ws = _workspace()
+    total, term = ws.get("rgb2gray.total", (rows, w)), ws.get("rgb2gray.term", (rows, w))
     w_r, w_g, w_b = RGB2GRAY_WEIGHTS
     for r0 in range(0, h, rows):
         src, dst = rgb[r0:r0 + rows], grey[r0:r0 + rows]
-        tmp = term[:dst.shape[0]]
-        np.multiply(src[..., 0], w_r, out=dst)
+        y, tmp = total[:dst.shape[0]], term[:dst.shape[0]]
+        np.multiply(src[..., 0], w_r, out=y)
         np.multiply(src[..., 1], w_g, out=tmp)
-        np.add(dst, tmp, out=dst)
+        np.add(y, tmp, out=y)
         np.multiply(src[..., 2], w_b, out=tmp)
-        np.add(dst, tmp, out=dst)
-        np.rint(dst, out=dst)
+        np.add(y, tmp, out=y)
+        np.rint(y, out=dst, casting="unsafe")  # integers 0..255: exact in either type
     return grey
 
 
@@ -215,13 +218,23 @@ def _imresize_half(image: np.ndarray, ws: _Workspace) -> np.ndarray:
         k1 = min(mh, k0 + rows)
         n = k1 - k0
         src = pad_rows[:2 * n + 6]
-        np.take(image, _mirror(np.arange(2 * k0 - 3, 2 * k1 + 3), h), axis=0, out=src, mode="clip")
+        _take_rows(image, _mirror(np.arange(2 * k0 - 3, 2 * k1 + 3), h), src, ws)
         part = half_rows[:n]
         _rows_weighted_sum(src, _half_taps(), 2, part)
         cols = pad_cols[:n]
         np.take(part, col_index, axis=1, out=cols, mode="clip")
         _half_taps_sum(lambda t: cols[:, t:t + 2 * mw - 1:2], out[k0:k1], tmp_cols[:n])
     return out
+
+
+def _take_rows(image: np.ndarray, index: np.ndarray, out: np.ndarray, ws: _Workspace) -> None:
+    """out = image[index] as float64; a uint8 image is gathered in its own type, then widened."""
+    if image.dtype == out.dtype:
+        np.take(image, index, axis=0, out=out, mode="clip")
+        return
+    rows = ws.get(f"take_rows.{image.dtype}", out.shape, image.dtype)
+    np.take(image, index, axis=0, out=rows, mode="clip")
+    out[...] = rows
 
 
 def _rows_weighted_sum(src: np.ndarray, taps: np.ndarray, step: int, out: np.ndarray) -> None:
@@ -254,7 +267,8 @@ def _strip_rows(width: int) -> int:
 
 
 def _mscn_strips(image: np.ndarray, ws: _Workspace) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (first row, MSCN rows) strip by strip; the array is a reused buffer.
+    """Yield (first row, MSCN rows) strip by strip; the array is a reused buffer. ``image`` is
+    float64, or uint8 (an RGB input's grey), widened to float64 strip by strip.
 
     mu = filter2(w, im, 'same') and E[x^2] = filter2(w, im.^2, 'same') (zero padding) are
     computed on both maps at once: a 7-tap pass down the columns (one einsum over a strided
@@ -531,7 +545,7 @@ def brisque_features(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"empty image, shape {image.shape}")
     ws = _workspace()
     if image.ndim == 3:
-        grey = rgb2gray_uint8(image, out=ws.get("grey", image.shape[:2]))
+        grey = rgb2gray_uint8(image, out=ws.get("grey", image.shape[:2], np.uint8))
     else:
         grey = np.ascontiguousarray(image, dtype=np.float64)
     features = _scale_features(grey, ws)
