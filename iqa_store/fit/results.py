@@ -8,13 +8,15 @@ test predictions as one part file (temporary name, then rename), then appends th
 ``results.csv`` in one write, flushed to disk. A row is a cell's commit marker: a crash
 leaves at most a torn last line (cut off when the log is opened again) and perhaps a part
 whose rows never landed (ignored), so a resumed run skips exactly the cells in the table.
-One process appends at a time (an flock on ``lock``).
+One process appends at a time (an flock on ``lock``); a second run of the same grid waits for
+it, then finds the cells it fitted in the table.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -99,10 +101,9 @@ class RunLog:
         self._lock = open(self.directory / LOCK_FILE, "a")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise RuntimeError(f"another process is fitting into {self.directory}; wait for it or use "
-                               f"another run") from None
+        except BlockingIOError:  # the same grid running elsewhere: wait, then fit only what it left
+            logging.getLogger(__name__).warning("waiting for another process fitting into %s", self.directory)
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
         spec_path = self.directory / SPEC_FILE
         if spec_path.exists() and spec_path.read_text() != self._spec_text:
             self.__exit__()
