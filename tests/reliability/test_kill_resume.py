@@ -29,8 +29,9 @@ import pytest
 import torch
 
 from tests.conftest import TINY_CLIP_ARCH, TINY_CLIP_CONFIG
-from tests.reliability.trials import (IMAGES, ROWS_PER_CHUNK, Snapshot, draws, extract_args, image_tree,
-                                      kill_when, killed_midway, precreate, rerun, rows_differing)
+from tests.reliability.trials import (GRID_COMBOS, GRID_SPLITS, IMAGES, KEY, ROWS_PER_CHUNK, Snapshot, committed_cells,
+                                      draws, extract_args, fit_args, grid_store, image_tree, kill_when, killed_midway,
+                                      precreate, rerun, results_table, rows_differing)
 
 pytestmark = pytest.mark.reliability
 
@@ -166,57 +167,6 @@ def test_training_killed_at_random_points_registers_the_same_weights(images: Pat
 
 
 # --- fit grid -----------------------------------------------------------------------------------------------
-GRID_ROWS = 600
-GRID_DIMS = {"a": 48, "b": 48}  # 3 cells per split, a task per split (linear: fitted cell by cell, never packed)
-GRID_SPLITS = 9
-GRID_COMBOS = ("a", "b", "a+b")
-KEY = ["combination", "regressor", "split"]
-
-
-def grid_store(folder: Path) -> Path:
-    """A store with two random feature sets and their labels (imported: no extraction needed)."""
-    from iqa_store.datasets import load_manifest
-    from iqa_store.store import FeatureStore
-    from iqa_store.store.transfer import import_feature_set
-    root = folder / "grid-data"
-    root.mkdir(parents=True)
-    names = [f"i{i:04d}.jpg" for i in range(GRID_ROWS)]
-    for name in names:
-        (root / name).write_bytes(b"never decoded")
-    rng = np.random.default_rng(5)
-    features = {name: rng.normal(size=(GRID_ROWS, dim)).astype(np.float32) for name, dim in GRID_DIMS.items()}
-    mos = features["a"][:, :5].sum(1) + features["b"][:, 0] + rng.normal(0, 1, GRID_ROWS)
-    pd.DataFrame({"path": names, "mos": mos}).to_csv(root / "labels.csv", index=False)
-    manifest = load_manifest("csv", root, labels="labels.csv", dataset_name="grid")
-    store = FeatureStore(folder / "grid-store")
-    store.save_manifest(manifest)
-    for name, values in features.items():
-        np.save(folder / f"{name}.npy", values)
-        (folder / f"{name}.ids.txt").write_text("\n".join(manifest.ids) + "\n")
-        import_feature_set(store, folder / f"{name}.npy", manifest, name)
-    return store.root
-
-
-def fit_args(store: Path) -> list[str]:
-    combos = [arg for combo in GRID_COMBOS for arg in ("-f", combo)]
-    return ["fit", *combos, "-d", "grid", "--splits", str(GRID_SPLITS), "-r", "linear", "--workers", "1",
-            "--store", str(store), "-q", "--format", "json"]
-
-
-def results_table(store: Path) -> pd.DataFrame:
-    [path] = store.glob("results/*/grid/results.csv")
-    return pd.read_csv(path)
-
-
-def committed_cells(store: Path) -> int:
-    """Rows of the results table that a reader counts: complete lines after the header."""
-    found = list(store.glob("results/*/grid/results.csv"))
-    if not found:
-        return 0
-    lines = found[0].read_bytes().split(b"\n")[:-1]  # a torn last line has no newline
-    return max(0, len(lines) - 1)
-
-
 @pytest.fixture(scope="module")
 def base_grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return grid_store(tmp_path_factory.mktemp("grid"))
