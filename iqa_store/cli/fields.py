@@ -77,7 +77,7 @@ def _option(f: dataclasses.Field, hint: Any, prefix: str) -> click.Option:
         help_text = f"{help_text} [default: {shown}]".strip()
     return click.Option(names, type=kind.click_type, multiple=kind.many or kind.mapping,
                         required=bool(f.metadata.get("required")), metavar=f.metadata.get("metavar"),
-                        default=None, help=help_text)
+                        help=help_text)  # no default: click then enforces required (None would count as given)
 
 
 def _kind(hint: Any, f: dataclasses.Field) -> _Kind:
