@@ -7,8 +7,8 @@ loader must refuse the file in one error line (exit code 2) and the marker must 
   covered), and of the ``openclip:`` family; tiny architectures keep it fast;
 * ``--weights registry:ID`` and ``--encoder ID``: encoders really trained here (Re-IQA content and
   quality, CNNIQA), whose ``model.safetensors`` is then replaced by a pickle;
-* training resume: a run stopped by SIGINT after its first checkpoint (the trainer's own
-  path for pre-emption), its checkpoint replaced by a pickle, then the same command again.
+* training resume of every stage: a run stopped by SIGINT after its first checkpoint (the
+  trainer's own path for pre-emption), its checkpoint replaced by a pickle, then the same command again.
 
 ``tests/test_extractor_conformance.py`` already refuses a pickled ``--weights`` file per
 extractor class through the library; this module goes through the command line for every
@@ -18,9 +18,9 @@ registered name, and covers the loaders it does not: registry encoders and train
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
-import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,7 +39,6 @@ from iqa_store.train import STAGES
 pytestmark = pytest.mark.reliability
 
 RERUN = ".venv/bin/python -m pytest -m reliability tests/reliability/test_pickle_payloads.py"
-CLI = str(Path(sys.executable).parent / "iqa-store")
 TINY = {"vit": "TinyViT-test", "rn": "TinyRN-test"}  # tests/conftest.py's open_clip configs
 HF_CONFIGS = {"align": "AlignConfig", "altclip": "AltCLIPConfig"}  # a config.json must sit beside their weights
 # the extractors that stop before reading a --weights file here, and why (the payload cannot run either way)
@@ -205,52 +204,44 @@ def test_every_stage_is_covered() -> None:
     assert set(STAGES.names()) == set(TRAINING)
 
 
-def stop_after_first_checkpoint(runs: dict[str, tuple[list[str], Path]]) -> dict[str, Path]:
-    """Start every ``(command, store)`` at once in real processes; SIGINT each as soon as its first
-    checkpoint exists (the trainer finishes the step, checkpoints and exits 130); the checkpoints."""
-    processes = {stage: subprocess.Popen([CLI, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for stage, (command, _) in runs.items()}
-    deadline = time.monotonic() + 180
-    checkpoints: dict[str, Path] = {}
+def stopped_after_first_checkpoint(command: list[str], store: Path) -> Path:
+    """Run the training ``command`` here; once its first checkpoint exists, SIGINT this process: the
+    trainer's pre-emption path (finish the step, checkpoint, exit 130). The checkpoint it leaves.
+
+    In this process, not a new one: torch is imported once for every stage of the trial."""
+    done = threading.Event()
+
+    def interrupt_at_first_checkpoint() -> None:
+        while not done.is_set():
+            if list(store.glob("pretrain/*/checkpoint.pt")):  # steps are 100,000: training goes on after it
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=interrupt_at_first_checkpoint, daemon=True)
+    watcher.start()
     try:
-        while len(checkpoints) < len(runs):
-            for stage, (_, store) in runs.items():
-                found = list(store.glob("pretrain/*/checkpoint.pt"))
-                if stage not in checkpoints and found:
-                    processes[stage].send_signal(signal.SIGINT)
-                    checkpoints[stage] = found[0]
-                assert stage in checkpoints or processes[stage].poll() is None, processes[stage].communicate()
-            assert time.monotonic() < deadline, f"no checkpoint within 180 s: {sorted(set(runs) - set(checkpoints))}"
-            time.sleep(0.05)
-        for stage, process in processes.items():
-            _, stderr = process.communicate(timeout=120)
-            assert process.returncode == 130, (stage, stderr)
+        result = CliRunner().invoke(cli, command)
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-    return checkpoints
+        done.set()
+        watcher.join()
+    assert result.exit_code == 130, result.output
+    (checkpoint,) = store.glob("pretrain/*/checkpoint.pt")
+    return checkpoint
 
 
 def resume_command(stage: str, photos: Path, store: Path, clip: Path) -> list[str]:
     return train_command(stage, photos, store, clip, "--steps", "100000", "--checkpoint-every", "1")
 
 
-@pytest.fixture(scope="module")
-def interrupted(photos: Path, tiny_clip_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One training run per stage, stopped after its first checkpoint: the checkpoint of each."""
-    stores = {stage: tmp_path_factory.mktemp(f"resume-{stage}") for stage in TRAINING}
-    return stop_after_first_checkpoint({stage: (resume_command(stage, photos, store, tiny_clip_file), store)
-                                        for stage, store in stores.items()})
-
-
 @pytest.mark.parametrize("stage", list(TRAINING))
-def test_resume_from_a_tampered_checkpoint_is_refused(stage: str, interrupted: dict[str, Path], photos: Path,
-                                                      tiny_clip_file: Path, tmp_path: Path, ledger) -> None:
-    checkpoint = interrupted[stage]
+def test_resume_from_a_tampered_checkpoint_is_refused(stage: str, photos: Path, tiny_clip_file: Path,
+                                                      tmp_path: Path, ledger) -> None:
+    command = resume_command(stage, photos, tmp_path / "store", tiny_clip_file)
+    checkpoint = stopped_after_first_checkpoint(command, tmp_path / "store")
     marker = tmp_path / "payload-ran"
     pickled_checkpoint(checkpoint, marker)
-    result = CliRunner().invoke(cli, resume_command(stage, photos, checkpoint.parents[2], tiny_clip_file))
+    result = CliRunner().invoke(cli, command)
     problems = refusal(result, marker)
     if str(checkpoint) not in result.stderr:
         problems.append(f"the error does not name {checkpoint}")
