@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -37,11 +38,29 @@ def _run(**params: Any) -> None:
     from iqa_store.report import to_json_records
     fmt, store, quiet = params.pop("fmt"), params.pop("store"), params.pop("quiet")
     request = FitRequest(**values(FitRequest, params))
-    outcome = api.fit(request, store=store, progress=not quiet)
+    try:
+        outcome = api.fit(request, store=store, progress=not quiet)
+    except OSError as error:
+        if not (request.scheduler and _lost_connection(error)):
+            raise
+        click.echo(f"error: the Dask scheduler at {request.scheduler} cannot be reached or went away "
+                   f"({type(error).__name__}: {error}); the cells that finished are kept in the run's table: "
+                   "run the same command again once the cluster is back", err=True)
+        sys.exit(1)
     emit(fmt, {"run": str(outcome.run_dir), "summary": to_json_records(outcome.aggregate),
                "splits": to_json_records(outcome.table), "plots": [str(p) for p in outcome.plots]},
          lambda: outcome.summary + f"\n\nresults saved in {outcome.run_dir}"
          + "".join(f"\nplot: {p}" for p in outcome.plots))
+
+
+def _lost_connection(error: BaseException | None) -> bool:
+    """Whether the error, or one it was raised from, is a connection to the scheduler that failed."""
+    from distributed.comm.core import CommClosedError
+    while error is not None:
+        if isinstance(error, (CommClosedError, ConnectionError, TimeoutError)):
+            return True
+        error = error.__cause__
+    return False
 
 
 fit = click.Command("fit", callback=_run, help=_HELP, short_help="Fit regressors on stored features.",
