@@ -18,6 +18,16 @@ are set deliberately: the baseline uses all cores, each worker cores / workers.
 
     .venv/bin/python benchmarks/bench_grid.py              # the full run (~1 h on 2 cores)
     .venv/bin/python benchmarks/bench_grid.py --splits 1 --sample 3 --workers 2   # a quick look
+
+``--crossover`` measures instead where a LocalCluster starts to pay off, the rule behind
+``iqa-store fit``'s default layout (``iqa_store.fit.cluster.choose_workers``): grids of 4 to
+``--max-splits`` splits (doubling; from 4 splits on, two workers' tasks are whole splits) of the
+3 combinations of clip and brisque (``--rows`` rows), each fitted in one process (one BLAS thread, as the default runs it; and with a BLAS thread
+per core, the default before) and on a LocalCluster of the default size, the cluster's start,
+scatter and close included, in alternation, ``--repeat`` times. A line through cluster time against one-process time gives the crossover in seconds of
+one-process work; the grid's cost-model units fitted per second in one process are printed too.
+
+    .venv/bin/python benchmarks/bench_grid.py --crossover --rows 3000   # ~6 min on 2 cores
 """
 
 from __future__ import annotations
@@ -33,9 +43,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from iqa_store.fit.cells import FeatureMatrix
-from iqa_store.fit.cluster import dask_executor
+from iqa_store.fit.cluster import PARALLEL_FROM_SECONDS, dask_executor, default_local_workers
 from iqa_store.fit.combinations import combination_name, parse_combinations
-from iqa_store.fit.grid import GridResult, fit_grid
+from iqa_store.fit.grid import COST_PER_SECOND, GridResult, _cost, fit_grid, list_cells
 from iqa_store.fit.regressors import DEFAULT_ALPHAS
 from iqa_store.splits import ProtocolSpec, Split, make_splits
 
@@ -131,6 +141,73 @@ def compare(result: GridResult, timed: list[Timed]) -> tuple[float, bool]:
     return worst, same_alpha
 
 
+@dataclass(frozen=True)
+class Crossing:
+    splits: int
+    cells: int
+    cost: float  # the grid's cost-model units
+    here: float  # seconds in one process, BLAS threads as the default layout gives them
+    here_all_blas: float  # seconds in one process with a BLAS thread per core (the default before)
+    cluster: float  # seconds on a LocalCluster, from starting it to closing it
+    load: float  # the 1-minute load average before the runs
+
+
+def one_process_and_cluster(matrix: FeatureMatrix, mos: np.ndarray, combos: list, splits: list) -> Crossing:
+    """The same grid in one process (BLAS threads as the default layout gives them) and on a
+    LocalCluster of the default size, everything the user waits for included."""
+    cores = os.cpu_count() or 1
+    workers = default_local_workers(cores)
+    fit = dict(dataset="koniq-like", protocol="random-80-20", progress=False, keep_predictions=False)
+    load = os.getloadavg()[0]
+
+    def in_process(blas_threads: int) -> float:
+        with threadpool_limits(blas_threads):
+            started = time.perf_counter()
+            fit_grid(matrix, combos, mos, splits, ["ridge"], **fit)
+            return time.perf_counter() - started
+
+    here, here_all_blas = in_process(max(1, cores // workers)), in_process(cores)
+    started = time.perf_counter()
+    with dask_executor(workers=workers) as executor:
+        fit_grid(matrix, combos, mos, splits, ["ridge"], executor=executor, **fit)
+    cluster = time.perf_counter() - started
+    cells = list_cells(combos, splits, ["ridge"])
+    return Crossing(len(splits), len(cells), _cost(cells, matrix), here, here_all_blas, cluster, load)
+
+
+def crossover(args: argparse.Namespace) -> None:
+    cores = os.cpu_count() or 1
+    matrix, mos = koniq_like(args.rows)
+    combos = parse_combinations(all_combos=["clip", "brisque"])
+    sizes = [4 * 2 ** k for k in range(int(np.log2(args.max_splits / 4)) + 1)]
+    print(f"date {datetime.date.today()}; {platform.processor() or platform.machine()}, {cores} cores; "
+          f"numpy {np.__version__}; load average at start {os.getloadavg()}")
+    print(f"{len(combos)} combinations of clip, brisque x {sizes} splits x ridge, {args.rows} rows; "
+          f"one process with {max(1, cores // default_local_workers(cores))} BLAS thread(s) vs a LocalCluster of "
+          f"{default_local_workers(cores)} single-threaded workers (start, scatter and close included)")
+    runs = []
+    for repeat in range(args.repeat):
+        for n_splits in sizes:
+            splits = make_splits(ProtocolSpec("random-80-20", n_splits=n_splits, seed=repeat), args.rows)
+            runs.append(one_process_and_cluster(matrix, mos, combos, splits))
+            r = runs[-1]
+            print(f"  {r.cells:4d} cells ({r.splits} splits), load {r.load:.1f}: one process {r.here:6.1f} s "
+                  f"({r.here_all_blas:.1f} s with {cores} BLAS threads), cluster {r.cluster:6.1f} s", flush=True)
+    print(f"load average at end {os.getloadavg()}")
+    here, cluster = np.array([r.here for r in runs]), np.array([r.cluster for r in runs])
+    slope, start = np.polyfit(here, cluster, 1)  # cluster ~ start + slope * one-process time
+    rate = sum(r.cost for r in runs) / here.sum()
+    print(f"\n| cells | splits | load | one process (s) | one process, {cores} BLAS threads (s) | LocalCluster (s) | "
+          "cluster / one process |\n|---:|---:|---:|---:|---:|---:|---:|")
+    for r in sorted(runs, key=lambda r: (r.splits, r.here)):
+        print(f"| {r.cells} | {r.splits} | {r.load:.1f} | {r.here:.1f} | {r.here_all_blas:.1f} | {r.cluster:.1f} | "
+              f"{r.cluster / r.here:.2f} |")
+    print(f"\ncluster ~ {start:.1f} s + {slope:.2f} x one-process time; crossover "
+          + (f"{start / (1 - slope):.1f} s of one-process work" if slope < 1 else "never (the cluster is not faster)")
+          + f" (PARALLEL_FROM_SECONDS is {PARALLEL_FROM_SECONDS})")
+    print(f"cost-model units per second in one process: {rate:.3g} (COST_PER_SECOND is {COST_PER_SECOND:.3g})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=10073)
@@ -138,7 +215,13 @@ def main() -> None:
     parser.add_argument("--protocol", default="random-70-10-20")
     parser.add_argument("--sample", type=int, default=10, help="baseline cells timed")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--crossover", action="store_true", help="measure where a LocalCluster pays off instead")
+    parser.add_argument("--max-splits", type=int, default=32, help="--crossover: the largest grid's splits")
+    parser.add_argument("--repeat", type=int, default=2, help="--crossover: runs of each grid size")
     args = parser.parse_args()
+    if args.crossover:
+        crossover(args)
+        return
 
     cores = os.cpu_count() or 1
     matrix, mos = koniq_like(args.rows)

@@ -14,9 +14,11 @@ Every job is also a request (``iqa_store.requests``): ``api.extract(ExtractReque
 from __future__ import annotations
 
 import dataclasses
+import sys
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -94,31 +96,54 @@ class FitOutcome:
 
 
 def fit(request: FitRequest | Sequence[str] = (), *, store: FeatureStore | str | None = None,
-        progress: bool = True, executor: Any = None, **fields: Any) -> FitOutcome:
+        progress: bool = True, executor: Any = None, log: Callable[[str], None] | None = None,
+        **fields: Any) -> FitOutcome:
     """Fit every combination x split x regressor on every dataset that has all named features.
 
         api.fit(["clip+brisque"], datasets=["koniq"], regressors=["ridge", "mlp"])
         api.fit(FitRequest(features=("brisque+cnniqa",), datasets=("demo",)))
 
-    ``fields``: ``FitRequest`` fields. ``executor``: any concurrent.futures.Executor for the cells
-    (else the request's ``workers`` / ``scheduler`` make a Dask one). A feature trained per
+    ``fields``: ``FitRequest`` fields. ``executor``: any concurrent.futures.Executor for the cells.
+    Else the request's ``scheduler`` names a Dask cluster, ``workers=1`` fits in this process,
+    ``workers=N`` on a LocalCluster of N processes, and without either each grid goes where it
+    is fastest (``iqa_store.fit.cluster.LocalLayout``: one process for small grids, local
+    single-threaded workers, one per core, for grids big enough to pay for starting them),
+    and ``log`` (default: stderr while ``progress``) gets one line saying which. A feature trained per
     split (its sets carry a scope) is used on each split with the set trained on that split's
     training rows, and refused on splits it was not trained for. The run's directory is named
     by a fingerprint of everything that decides its numbers (resolved feature sets,
     combinations, protocol, splits, seed, regressor parameters): the same call again resumes an
     interrupted run, fitting only the cells not yet in its table.
     """
-    from contextlib import nullcontext
     if not isinstance(request, FitRequest):
         request = FitRequest(features=tuple(request), **{k: _as_tuple(v) for k, v in fields.items()})
     elif fields:
         request = dataclasses.replace(request, **{k: _as_tuple(v) for k, v in fields.items()})
-    if executor is None and (request.workers or request.scheduler):
-        cluster = dask_executor(request.scheduler, request.workers)
+    if executor is not None:
+        where: Any = nullcontext({"executor": executor})
+    elif request.scheduler:
+        where = _entered(dask_executor(request.scheduler, request.workers), "executor")
     else:
-        cluster = nullcontext(executor)
-    with cluster as chosen:
-        return _fit(request, _store(store), {"progress": progress, "executor": chosen})
+        from iqa_store.fit.cluster import LocalLayout
+        where = _entered(LocalLayout(request.workers, log or (_progress_line if progress else _silent)), "layout")
+    with where as running:
+        return _fit(request, _store(store), {"progress": progress, **running})
+
+
+@contextmanager
+def _entered(context: Any, keyword: str) -> Iterator[dict[str, Any]]:
+    """``context`` entered, as the fit grid's keyword argument ``keyword``."""
+    with context as value:
+        yield {keyword: value}
+
+
+def _progress_line(line: str) -> None:
+    from tqdm import tqdm
+    tqdm.write(line, file=sys.stderr)  # above a progress bar, not through it
+
+
+def _silent(line: str) -> None:
+    pass
 
 
 def _as_tuple(value: Any) -> Any:

@@ -111,3 +111,30 @@ def test_killed_workers_still_give_a_complete_table(executor: DaskExecutor, grid
     assert len(stored) == len(in_process.table)
     assert not stored.duplicated(["combination", "regressor", "split"]).any()
     executor.client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed workers
+
+
+def test_choose_workers_keeps_small_grids_and_workers_1_in_this_process() -> None:
+    from iqa_store.fit.cluster import PARALLEL_FROM_SECONDS, choose_workers
+    assert choose_workers(0.5, 10, cores=2) == 1  # tiny grid
+    assert choose_workers(1e6, 1, cores=2) == 1  # one task: nothing side by side
+    assert choose_workers(1e6, 40, cores=1) == 1  # one core
+    assert choose_workers(1e6, 40, requested=1, cores=2) == 1  # workers=1 forces this process
+    assert choose_workers(0.5, 10, requested=3, cores=2) == 3  # an explicit number is obeyed
+    assert choose_workers(0.5, 10, cores=2, cluster_running=True) == 2  # start-up already paid
+    big = choose_workers(1e6, 40, cores=2)
+    assert big == (2 if PARALLEL_FROM_SECONDS <= 1e6 else 1)
+    with pytest.raises(ValueError, match="at least 1"):
+        choose_workers(1.0, 2, requested=0)
+
+
+def test_default_layout_fits_here_with_the_workers_blas_threads(grid_args: tuple, in_process: GridResult) -> None:
+    """The default keeps this grid in one process, with the workers' BLAS thread count, so its table
+    equals the one-thread in-process table (and, through the test above, the cluster's). With the
+    BLAS threads as they are (workers=1), the logistic PLCC fit magnifies rounding past 1e-9."""
+    from iqa_store.fit.cluster import LocalLayout
+    lines: list[str] = []
+    with LocalLayout(None, lines.append) as layout:
+        auto = fit_grid(*grid_args, dataset="toy", protocol="p", progress=False, layout=layout)
+    assert len(lines) == 1 and "cells in this process" in lines[0], lines
+    assert layout.blas_threads == max(1, (os.cpu_count() or 1) // 2)
+    assert_same(auto, in_process)

@@ -5,7 +5,11 @@ are few splits and many workers, a slice of one split's combinations. Inside a t
 ridge cells of a split are fitted together with shared linear algebra (``ridge_grid``); any
 other regressor is fitted cell by cell (``fit_cell``), a fresh clone of its template each time.
 
-Tasks run in this process, or on any ``concurrent.futures.Executor``. An executor may offer:
+Tasks run in this process, on any ``concurrent.futures.Executor``, or where a ``layout``
+(``cluster.LocalLayout``) chooses once the cells left to fit are known: their time in one
+process is estimated from the cost model below, and where that estimate cannot be trusted
+(regressors fitted cell by cell, such as the MLP, whose cost it does not model) the first task
+is timed here and the rest extrapolated from it before choosing again. An executor may offer:
 ``share(data)`` to place the feature matrix on every worker once (Dask: a broadcast scatter)
 instead of sending it with every task; ``parallelism`` (worker threads), which sizes tasks;
 ``blas_threads``, the BLAS thread count each task runs with. With a ``RunLog``, each task's
@@ -20,6 +24,7 @@ import inspect
 import math
 import os
 import sys
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import groupby
@@ -45,6 +50,10 @@ __all__ = ["TABLE_COLUMNS", "Cell", "CellPrediction", "CellResult", "FeatureMatr
 # worker does not hold up the end of the run.
 _MIN_TASK_FLOPS = 1e9
 _TASKS_PER_WORKER = 4
+# The same cost model's units per second for ridge cells in one process with one BLAS thread,
+# measured by ``benchmarks/bench_grid.py --crossover`` (RESULTS.md, "Fit grid: where local
+# workers pay off"); a layout compares the estimate with the cluster's crossover.
+COST_PER_SECOND = 1e10
 
 
 @dataclass
@@ -137,10 +146,12 @@ def _flops(cell: Cell, matrix: FeatureMatrix) -> float:
     return (cell.split.train.size + d) * d * d
 
 
-def plan_tasks(cells: Sequence[Cell], matrix: FeatureMatrix, parallelism: int | None) -> list[tuple[Cell, ...]]:
-    """Cells grouped into tasks: whole splits (small ones joined until a task is worth ~100 ms),
-    and, with ``parallelism`` worker threads and too few splits to give each ~4 tasks, splits
-    cut into slices of whole combinations. None (one process): splits are never cut."""
+def plan_tasks(cells: Sequence[Cell], matrix: FeatureMatrix, parallelism: int | None,
+               packed: bool = True) -> list[tuple[Cell, ...]]:
+    """Cells grouped into tasks: whole splits (small ones joined until a task is worth ~100 ms,
+    unless not ``packed``: for regressors the cost model does not know), and, with
+    ``parallelism`` worker threads and too few splits to give each ~4 tasks, splits cut into
+    slices of whole combinations. None (one process): splits are never cut."""
     by_split = [list(group) for _, group in groupby(sorted(cells, key=lambda c: c.split.index),
                                                     key=lambda c: c.split.index)]
     costs = [sum(_flops(cell, matrix) for cell in group) for group in by_split]
@@ -152,7 +163,7 @@ def plan_tasks(cells: Sequence[Cell], matrix: FeatureMatrix, parallelism: int | 
             tasks += _pack(_by_combination(group, matrix), balance)
         else:
             whole.append((group, cost))
-    return tasks + _pack(whole, _MIN_TASK_FLOPS)
+    return tasks + _pack(whole, _MIN_TASK_FLOPS if packed else 0.0)
 
 
 def _by_combination(cells: list[Cell], matrix: FeatureMatrix) -> Iterator[tuple[list[Cell], float]]:
@@ -234,18 +245,53 @@ def _submit_and_collect(tasks: list[GridTask], shared: Any, executor: concurrent
             future.cancel()
 
 
+def _modelled(templates: Mapping[str, Any]) -> bool:
+    """Whether the cost model knows every regressor: only our ridge (the MLP's cost is its
+    training budget, seconds whatever the shape, which the model would put at microseconds)."""
+    return all(_shares_work(template) for template in templates.values())
+
+
+def _cost(cells: Iterable[Cell], matrix: FeatureMatrix) -> float:
+    return sum(_flops(cell, matrix) for cell in cells)
+
+
+def _laid_out(todo: list[Cell], matrix: FeatureMatrix, data: GridData, templates: dict[str, Any],
+              context: CellContext, layout: Any) -> Iterator[list[CellResult]]:
+    """The cells' results, fitted where ``layout`` chooses (see the module docstring)."""
+    modelled = _modelled(templates)
+    tasks = [GridTask(group, templates, context, layout.blas_threads)
+             for group in plan_tasks(todo, matrix, layout.parallelism, packed=modelled)]
+    label = f"{context.dataset}: {len(todo)} cells"
+    executor = None
+    if modelled or not layout.automatic or len(tasks) == 1:
+        executor = layout.executor_for(_cost(todo, matrix) / COST_PER_SECOND, len(tasks), label)
+    else:
+        started = time.perf_counter()
+        yield from _run_tasks(tasks[:1], data, None)
+        per_unit = (time.perf_counter() - started) / max(_cost(tasks[0].cells, matrix), 1.0)
+        tasks = tasks[1:]
+        rest = [cell for task in tasks for cell in task.cells]
+        executor = layout.executor_for(per_unit * _cost(rest, matrix), len(tasks),
+                                       f"{context.dataset}: {len(rest)} cells (the first task took "
+                                       f"{time.perf_counter() - started:.1f} s here)")
+    yield from _run_tasks(tasks, data, executor)
+
+
 def fit_grid(features: Mapping[str, np.ndarray] | FeatureMatrix, combinations: Sequence[Sequence[str] | str],
              mos: np.ndarray, splits: Sequence[Split], regressors: Sequence[str] | Mapping[str, Any], *,
              dataset: str, protocol: str, valid: Mapping[str, np.ndarray] | None = None, progress: bool = True,
              keep_predictions: bool = True, executor: concurrent.futures.Executor | None = None,
-             log: Any = None) -> GridResult:
+             layout: Any = None, log: Any = None) -> GridResult:
     """Fit and score every (combination, split, regressor) cell.
 
     ``features``: name -> (n_rows, d) matrix in manifest row order (or a ``FeatureMatrix``);
     ``combinations``: tuples of names or "a+b" strings; ``regressors``: registry names or
     name -> estimator template; ``valid``: name -> per-row bool (rows with NaN are invalid
-    too); ``log``: a ``results.RunLog`` to append finished cells to and resume from.
+    too); ``layout``: chooses the executor (instead of ``executor``); ``log``: a
+    ``results.RunLog`` to append finished cells to and resume from.
     """
+    if executor is not None and layout is not None:
+        raise ValueError("give an executor or a layout that chooses one, not both")
     from tqdm import tqdm
 
     mos = np.asarray(mos, dtype=np.float64).ravel()
@@ -264,13 +310,19 @@ def fit_grid(features: Mapping[str, np.ndarray] | FeatureMatrix, combinations: S
     done = log.finished() & set(keys) if log is not None else set()
     todo = [cell for cell, key in zip(cells, keys) if key not in done]
     context = CellContext(dataset, protocol, keep_predictions)
-    threads = getattr(executor, "blas_threads", None)
-    tasks = [GridTask(group, templates, context, threads)
-             for group in plan_tasks(todo, matrix, _parallelism(executor))] if todo else []
+    data = GridData(matrix, mos)
+    if layout is not None and todo:
+        batches = _laid_out(todo, matrix, data, templates, context, layout)
+    else:
+        threads = getattr(executor, "blas_threads", None)
+        tasks = [GridTask(group, templates, context, threads)
+                 for group in plan_tasks(todo, matrix, _parallelism(executor), packed=_modelled(templates))] \
+            if todo else []
+        batches = _run_tasks(tasks, data, executor)
     fitted: dict[tuple[str, str, int], CellResult] = {}
     with tqdm(total=len(cells), initial=len(done), desc=f"fit {dataset}", file=sys.stderr,
               disable=not progress) as bar:
-        for batch in _run_tasks(tasks, GridData(matrix, mos), executor):
+        for batch in batches:
             if log is not None:
                 log.append(batch)
             fitted.update((result.key, result) for result in batch)
