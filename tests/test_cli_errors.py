@@ -62,7 +62,6 @@ def _walk() -> dict[tuple[str, ...], click.Command]:
 
 
 LEAVES = _walk()
-IDS = [" ".join(path) for path in LEAVES]
 
 
 def _params(path: tuple[str, ...]) -> list[click.Parameter]:
@@ -117,6 +116,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     data = top / "data"
     names = write_images(data, 6, size=(32, 32))
     pd.DataFrame({"path": names, "mos": np.arange(6.0)}).to_csv(data / "labels.csv", index=False)
+    pd.DataFrame({"path": ["elsewhere.jpg"], "mos": [1.0]}).to_csv(data / "other.csv", index=False)
     features = top / "features.h5"
     with h5py.File(features, "w") as handle:
         handle["features"] = np.arange(24, dtype=np.float32).reshape(6, 4)
@@ -134,19 +134,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 # (a) what each command's parameters allow: generated for every leaf
 
 
-@pytest.mark.parametrize("path", LEAVES, ids=IDS)
+@pytest.mark.parametrize("path", LEAVES, ids=[" ".join(path) for path in LEAVES])
 def test_unknown_option(path: tuple[str, ...]) -> None:
     message = assert_clean(invoke([*path, "--no-such-option"]))
     assert "No such option" in message
 
 
-@pytest.mark.parametrize("path", LEAVES, ids=IDS)
-def test_missing_required(path: tuple[str, ...], world: World) -> None:
-    required = [p for p in _params(path) if p.required]
-    if not required:
-        pytest.skip("no required parameter")
-    store = ["--store", str(world.empty)] if "store" in {p.name for p in _params(path)} else []
-    assert "Missing" in assert_clean(invoke([*path, *store]))
+def _some(select: Callable[[tuple[str, ...]], list]) -> list[tuple[str, ...]]:
+    """The leaves for which ``select`` finds something to try."""
+    return [path for path in LEAVES if select(path)]
+
+
+def _required(path: tuple[str, ...]) -> list[click.Parameter]:
+    return [p for p in _params(path) if p.required]
 
 
 def _typed_options(path: tuple[str, ...]) -> list[click.Option]:
@@ -155,22 +155,34 @@ def _typed_options(path: tuple[str, ...]) -> list[click.Option]:
     return [p for p in _params(path) if isinstance(p, click.Option) and not p.is_flag and isinstance(p.type, kinds)]
 
 
-@pytest.mark.parametrize("path", LEAVES, ids=IDS)
+def _must_exist(path: tuple[str, ...]) -> list[click.Parameter]:
+    return [p for p in _params(path) if isinstance(p.type, click.Path) and p.type.exists]
+
+
+def _takes(path: tuple[str, ...], name: str) -> bool:
+    return name in {p.name for p in _params(path)}
+
+
+def _names(paths: list[tuple[str, ...]]) -> list[str]:
+    return [" ".join(path) for path in paths]
+
+
+@pytest.mark.parametrize("path", _some(_required), ids=_names(_some(_required)))
+def test_missing_required(path: tuple[str, ...], world: World) -> None:
+    store = ["--store", str(world.empty)] if _takes(path, "store") else []
+    assert "Missing" in assert_clean(invoke([*path, *store]))
+
+
+@pytest.mark.parametrize("path", _some(_typed_options), ids=_names(_some(_typed_options)))
 def test_words_for_numbers_and_choices(path: tuple[str, ...]) -> None:
-    options = _typed_options(path)
-    if not options:
-        pytest.skip("no numeric or choice option")
-    for option in options:
+    for option in _typed_options(path):
         message = assert_clean(invoke([*path, option.opts[0], NOT_A_NUMBER, *_arguments(path)]))
         assert option.opts[0] in message or option.name in message, (option.opts, message)
 
 
-@pytest.mark.parametrize("path", LEAVES, ids=IDS)
+@pytest.mark.parametrize("path", _some(_must_exist), ids=_names(_some(_must_exist)))
 def test_missing_files(path: tuple[str, ...], world: World) -> None:
-    must_exist = [p for p in _params(path) if isinstance(p.type, click.Path) and p.type.exists]
-    if not must_exist:
-        pytest.skip("no path that must exist")
-    for param in must_exist:
+    for param in _must_exist(path):
         if isinstance(param, click.Argument):
             args = _arguments(path, **{param.name: str(world.missing)})
         else:
@@ -178,14 +190,10 @@ def test_missing_files(path: tuple[str, ...], world: World) -> None:
         assert "does not exist" in assert_clean(invoke([*path, *args]))
 
 
-def _takes(path: tuple[str, ...], name: str) -> bool:
-    return name in {p.name for p in _params(path)}
-
-
 STORE_LEAVES = [path for path in LEAVES if _takes(path, "store")]
 
 
-@pytest.mark.parametrize("path", STORE_LEAVES, ids=[" ".join(p) for p in STORE_LEAVES])
+@pytest.mark.parametrize("path", STORE_LEAVES, ids=_names(STORE_LEAVES))
 def test_a_store_that_is_not_a_store(path: tuple[str, ...], world: World) -> None:
     for store in (world.junk, world.features):  # a folder of other things; a file
         message = assert_clean(invoke([*path, "--store", str(store), *_arguments(path)]))
@@ -217,7 +225,7 @@ def _dataset_args(path: tuple[str, ...], world: World, dataset: str, *options: s
     return [*path, *positional, *named, "--root", str(world.data), *options, *store, *base]
 
 
-@pytest.mark.parametrize("path", DATASET_LEAVES, ids=[" ".join(p) for p in DATASET_LEAVES])
+@pytest.mark.parametrize("path", DATASET_LEAVES, ids=_names(DATASET_LEAVES))
 def test_dataset_options_checked_alike(path: tuple[str, ...], world: World) -> None:
     """Every command reading a dataset: the same one-line errors for missing, unknown and
     ill-typed adapter options, and an unknown dataset name."""
@@ -238,7 +246,7 @@ def test_dataset_options_checked_alike(path: tuple[str, ...], world: World) -> N
 DEVICE_LEAVES = [path for path in LEAVES if _takes(path, "device") and path[0] != "extract"]
 
 
-@pytest.mark.parametrize("path", DEVICE_LEAVES, ids=[" ".join(p) for p in DEVICE_LEAVES])
+@pytest.mark.parametrize("path", DEVICE_LEAVES, ids=_names(DEVICE_LEAVES))
 def test_a_misspelt_device(path: tuple[str, ...]) -> None:
     assert "device must be" in assert_clean(invoke([*path, "--device", "gpu0", *_arguments(path)]))
 
@@ -309,8 +317,8 @@ def _cases(w: World) -> dict[str, tuple[list[str], str]]:
                                       "not a numeric .npy array"),
         "import dataset without labels": (["import", str(w.features), "-d", "koniq", "-n", "x", *s],
                                           "no labels for dataset 'koniq'"),
-        "import ids of another dataset": (["import", str(w.features), "-d", "demo", "--root", str(w.empty), "-n", "x",
-                                           *s], "are not in dataset 'demo'"),
+        "import ids of another dataset": (["import", str(w.features), "-d", "csv", "--root", str(w.data),
+                                           "-o", "labels=other.csv", "-n", "x", *s], "are not in dataset 'csv'"),
         "splits show unknown key": (["splits", "show", "--key", "zz", *s], "0 stored split sets match key 'zz'"),
         "datasets verify root not a folder": (["datasets", "verify", "koniq", "--root", str(w.features)], "is a file"),
         "distortions apply unknown type": (["distortions", "apply", "--type", "nosuch", "--level", "3",
@@ -342,6 +350,14 @@ def test_meaningful_errors(case: str, world: World) -> None:
     args, expected = _cases(world)[case]
     message = assert_clean(invoke(args))
     assert expected in message, message
+
+
+def test_train_reads_a_csv_dataset_through_its_options(world: World) -> None:
+    """As far as the split's training rows (5 of the 6 labelled images), which the batch outgrows."""
+    result = invoke(["train", "cnniqa", "-d", "csv", "--root", str(world.data), "-o", "labels=labels.csv",
+                     "--store", str(world.empty), "-p", "random-80-20", "--splits", "1", "--batch-size", "64", "-q"])
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines()[-1] == "error: batch size 64 is larger than the 5 training images"
 
 
 def test_every_top_level_command_is_walked() -> None:
