@@ -138,7 +138,7 @@ def options_of(cls: type) -> list[Option]:
         if not f.init:
             continue
         hint = _field_type(cls, f)
-        inner = _without_none(hint)
+        inner = without_none(hint)
         has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
@@ -196,7 +196,8 @@ def _field_type(cls: type, f: dataclasses.Field) -> Any:
         return Any
 
 
-def _without_none(hint: Any) -> Any:
+def without_none(hint: Any) -> Any:
+    """``X | None`` -> ``X``; any other hint unchanged."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         rest = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(rest) == 1:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,6 +19,7 @@ from typing import Any, Mapping
 import click
 
 from iqa_store.cli.options import parse_key_values
+from iqa_store.registry import without_none
 
 _SCALARS: dict[Any, Any] = {int: click.INT, float: click.FLOAT, str: click.STRING, Path: click.Path(path_type=Path)}
 
@@ -81,13 +81,13 @@ def _option(f: dataclasses.Field, hint: Any, prefix: str) -> click.Option:
 
 
 def _kind(hint: Any, f: dataclasses.Field) -> _Kind:
-    hint = _without_none(hint)
+    hint = without_none(hint)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     choices = f.metadata.get("choices")
     if hint is bool:
         return _Kind(None, bool, flag=True)
     if origin in (tuple, list) or hint in (tuple, list):
-        item = _without_none(args[0]) if args else str
+        item = without_none(args[0]) if args else str
         return _Kind(click.STRING, item, many=True)
     if origin in (dict, Mapping, typing.Mapping) or hint in (dict, Mapping) or _is_mapping(origin):
         return _Kind(click.STRING, dict, mapping=True)
@@ -107,15 +107,6 @@ def _kind(hint: Any, f: dataclasses.Field) -> _Kind:
 
 def _is_mapping(origin: Any) -> bool:
     return isinstance(origin, type) and issubclass(origin, Mapping)
-
-
-def _without_none(hint: Any) -> Any:
-    """``X | None`` -> ``X``."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        rest = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(rest) == 1:
-            return rest[0]
-    return hint
 
 
 def _default(f: dataclasses.Field) -> Any:
