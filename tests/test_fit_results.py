@@ -95,12 +95,24 @@ def test_run_log_appends_and_survives_a_torn_line_and_an_orphan_part(tmp_path, r
         assert stored[cell.key].row["srcc"] == cell.row["srcc"]  # floats round-trip exactly through the CSV
 
 
-def test_run_log_refuses_another_spec_and_a_second_writer(tmp_path, result):
+def test_run_log_refuses_another_spec_and_a_second_writer_waits(tmp_path, result):
+    import threading
+    entered = threading.Event()
+    seen: list[int] = []
+
+    def second_writer() -> None:
+        with RunLog(tmp_path, {"grid": 1}) as log:
+            seen.append(len(log.finished()))
+            entered.set()
+
     with RunLog(tmp_path, {"grid": 1}) as log:
         log.append(cells_of(result)[:1])
-        with pytest.raises(RuntimeError, match="another process"):
-            RunLog(tmp_path, {"grid": 1}).__enter__()
+        waiter = threading.Thread(target=second_writer)
+        waiter.start()
+        assert not entered.wait(0.5), "a second writer entered while the first held the log"
+    waiter.join(timeout=30)
+    assert seen == [1]  # it waited, then found the first writer's cell
     with pytest.raises(ValueError, match="different spec"):
         RunLog(tmp_path, {"grid": 2}).__enter__()
-    with RunLog(tmp_path, {"grid": 1}) as log:  # the refusals released the lock
+    with RunLog(tmp_path, {"grid": 1}) as log:  # the refusal released the lock
         assert len(log.finished()) == 1
