@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT))
 from iqa_store.extractors import brisque as bq  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-DATE = "2026-11-22"
 
 
 def benchmark_image() -> tuple[np.ndarray, str]:
@@ -180,8 +179,8 @@ def main() -> None:
     ours_ms = timings[names[0]]["median_ms"]
 
     lines = ["## BRISQUE", "",
-             f"Date {DATE}; machine: {machine()}. Command: `.venv/bin/python benchmarks/bench_brisque.py"
-             f" --repeats {args.repeats}`. Image: {source}. One process; implementations interleaved; "
+             f"Date {_dt.date.today().isoformat()}; machine: {machine()}. Command: "
+             f"`.venv/bin/python benchmarks/bench_brisque.py --repeats {args.repeats}`. Image: {source}. One process; implementations interleaved; "
              f"{args.repeats} repeats each. Features only (36 values), from the decoded RGB array.", "",
              "| implementation | median ms/image | min ms | CPU ms (median) | ours / this |",
              "|---|---:|---:|---:|---:|"]
@@ -255,9 +254,10 @@ def _feature_label(index: int) -> str:
 
 
 def write_section(section: str) -> None:
-    """Replace (or append) the '## BRISQUE' section; other sections stay as they are."""
+    """Replace (or append) the '## BRISQUE' section up to its first subsection (the end-to-end
+    one of bench_brisque_e2e.py); other sections stay as they are."""
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(r"^## BRISQUE\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(r"^## BRISQUE\n.*?(?=^##+ |\Z)", re.S | re.M)
     if pattern.search(text):
         text = pattern.sub(lambda _: section + "\n", text, count=1)
     else:
