@@ -19,6 +19,7 @@ import pandas as pd
 
 from iqa_store.datasets.csv_folder import parse_number, safe_relative_path
 from iqa_store.datasets.manifest import ManifestError
+from iqa_store.datasets.matfile import MatFileError, read_mat_file
 
 __all__ = ["IMAGE_SUFFIXES", "FolderIndex", "Published", "SheetTable", "cell_number", "cell_text", "flip_scale",
            "locate_file", "mat_numbers", "mat_strings", "mat_variable", "read_mat", "read_sheet", "require_dir",
@@ -154,17 +155,15 @@ def _lookup_keys(path: str, *, is_file: bool) -> list[str]:
 
 
 def read_mat(path: Path) -> dict[str, Any]:
-    """The variables of a MATLAB v5 file (what the LIVE releases ship)."""
-    from scipy.io import loadmat
+    """The variables of a MATLAB v5-v7 file (what the LIVE releases ship), read by ``matfile``
+    rather than scipy, whose C reader crashes the process on some damaged files."""
     if path.stat().st_size == 0:
         raise ManifestError(f"{path}: empty file, expected a MATLAB file")
     try:
-        contents = loadmat(path)
-    except NotImplementedError:  # scipy's message for MATLAB v7.3 (HDF5) files
-        raise ManifestError(f"{path}: a MATLAB v7.3 file; the official release is MATLAB v5 "
-                            f"(re-save it with save(..., '-v7'))") from None
-    except Exception as error:  # scipy's reader raises many types on damaged files (hypothesis found IndexError)
-        raise ManifestError(f"{path}: not a readable MATLAB file ({type(error).__name__}: {error})") from None
+        contents = read_mat_file(path)
+    except MatFileError as error:
+        hint = " (re-save it with save(..., '-v7'))" if "v7.3" in str(error) else ""
+        raise ManifestError(f"{path}: not a readable MATLAB file: {error}{hint}") from None
     return {k: v for k, v in contents.items() if not k.startswith("__")}
 
 
