@@ -196,6 +196,12 @@ class _SplitSets:
     scoped: frozenset[str]
 
 
+def _extractor_names() -> frozenset[str]:
+    """The registered extractor names: a feature name that is one is never widened to its family."""
+    from iqa_store.extractors import EXTRACTORS
+    return frozenset(EXTRACTORS.names())
+
+
 def _resolve_split_sets(store: FeatureStore, dataset: str, names: list[str], spec: Any) -> _SplitSets:
     """Resolve every name once, or per split for features trained per split (by their scope)."""
     from iqa_store.store import Scope, ScopedFeatureError
@@ -205,11 +211,11 @@ def _resolve_split_sets(store: FeatureStore, dataset: str, names: list[str], spe
     shared, scoped = {}, []
     for name in names:
         try:
-            shared[name] = store.resolve(name, dataset, manifest_hash)
+            shared[name] = store.resolve(name, dataset, manifest_hash, extractors=_extractor_names())
         except ScopedFeatureError:
             scoped.append(name)
     per_split = [{**shared, **{name: store.resolve(name, dataset, manifest_hash,
-                                                   Scope(dataset, spec.name, split.key, split.index))
+                                                   Scope(dataset, spec.name, split.key, split.index), _extractor_names())
                                for name in scoped}} for split in splits]
     return _SplitSets(splits, [{name: sets[name] for name in names} for sets in per_split], frozenset(scoped))
 
@@ -263,10 +269,11 @@ def _resolve_training_sets(store: FeatureStore, dataset: str, names: list[str]) 
     resolved = {}
     for name in names:
         try:
-            resolved[name] = store.resolve(name, dataset, manifest_hash)
+            resolved[name] = store.resolve(name, dataset, manifest_hash, extractors=_extractor_names())
         except ScopedFeatureError:
             split = store.splits(manifest, ProtocolSpec("train-all"))[0]
-            resolved[name] = store.resolve(name, dataset, manifest_hash, Scope(dataset, "train-all", split.key, 0))
+            resolved[name] = store.resolve(name, dataset, manifest_hash, Scope(dataset, "train-all", split.key, 0),
+                                           _extractor_names())
     return resolved
 
 
@@ -354,7 +361,7 @@ def _has_all(store: FeatureStore, dataset: str, names: list[str]) -> bool:
     try:
         for name in names:
             try:
-                store.resolve(name, dataset)
+                store.resolve(name, dataset, extractors=_extractor_names())
             except ScopedFeatureError:
                 continue  # trained per split: resolved split by split when fitted
     except StoreError:

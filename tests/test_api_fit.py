@@ -64,6 +64,22 @@ def test_rows_stay_aligned_with_labels_through_import_and_fit(fitted_store: tupl
     assert np.allclose(table["srcc"], 1.0) and np.allclose(table["rmse"], 0.0, atol=1e-3)
 
 
+def test_a_registered_extractor_name_is_not_widened_to_its_siblings(fitted_store: tuple[FeatureStore, str],
+                                                                     tmp_path: Path) -> None:
+    """``-f qualiclip`` (the score) must not fit on ``qualiclip-embedding`` when the score was never extracted."""
+    from iqa_store.store.transfer import import_feature_set
+    store, _ = fitted_store
+    manifest = store.load_manifest("toy")
+    np.save(tmp_path / "embedding.npy", np.random.default_rng(0).normal(size=(len(manifest), 4)).astype(np.float32))
+    (tmp_path / "embedding.ids.txt").write_text("\n".join(manifest.ids) + "\n")
+    import_feature_set(store, tmp_path / "embedding.npy", manifest, "qualiclip-embedding")
+    with pytest.raises(StoreError, match=r"complete feature sets for all of \['qualiclip'\]"):
+        api.fit(["qualiclip"], splits=2, store=store, progress=False)
+    with pytest.raises(StoreError, match="no complete feature set 'qualiclip' for dataset 'toy'"):
+        api.fit(["qualiclip"], datasets=["toy"], splits=2, store=store, progress=False)
+    assert len(api.fit(["qualiclip-embedding"], regressors=["ridge"], splits=2, store=store, progress=False).table) == 2
+
+
 def test_ambiguous_short_name_lists_candidates(fitted_store: tuple[FeatureStore, str]) -> None:
     store, tiny = fitted_store
     manifest = store.load_manifest("toy")

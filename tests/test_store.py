@@ -263,6 +263,17 @@ def test_short_names_resolve_per_dataset(store: FeatureStore, toy, tmp_path: Pat
         store.get("clip-vitb16")
 
 
+def test_an_extractor_name_is_not_widened_to_its_family(store: FeatureStore, toy, tmp_path: Path) -> None:
+    embedding, _ = _import(store, toy, "qualiclip-embedding", 0, tmp_path / "in")
+    extractors = {"qualiclip", "qualiclip-embedding", "clip-vitb16"}
+    assert store.resolve("qualiclip", "toy").path == embedding.path  # without the names: the family shortcut
+    with pytest.raises(StoreError, match="no complete feature set 'qualiclip' .* it has: qualiclip-embedding"):
+        store.resolve("qualiclip", "toy", extractors=extractors)
+    assert store.resolve("qualiclip-embedding", "toy", extractors=extractors).path == embedding.path
+    b16, _ = _import(store, toy, "clip-vitb16", 0, tmp_path / "in")
+    assert store.resolve("clip", "toy", extractors=extractors).path == b16.path  # 'clip' is no extractor: a family
+
+
 def test_manifest_saved_with_the_features(store: FeatureStore, toy, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no labels for dataset 'toy'"):
         store.load_manifest("toy")

@@ -46,11 +46,12 @@ def levels(feature: str, dataset: str, column: str | None, out: str, store: str,
     import pandas as pd
 
     from iqa_store.datasets.levels import distortion_levels
+    from iqa_store.extractors import EXTRACTORS
     from iqa_store.report.plots import level_means_plot
     from iqa_store.store import FeatureStore
     feature_store = FeatureStore(store)
     manifest = feature_store.load_manifest(dataset)
-    feature_set = feature_store.resolve(feature, dataset, manifest.manifest_hash())
+    feature_set = feature_store.resolve(feature, dataset, manifest.manifest_hash(), extractors=EXTRACTORS.names())
     index, name = _column(feature_set, column)
     labels = distortion_levels(manifest)
     if labels["level"].isna().all():

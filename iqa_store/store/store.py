@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Collection
 
 from iqa_store.fingerprint import fingerprint
 from iqa_store.store.featureset import DONE, FeatureSet, build_feature_set, now_iso
@@ -140,11 +140,13 @@ class FeatureStore:
         return matches[0]
 
     def resolve(self, short: str, dataset: str, manifest_hash: str | None = None,
-                scope: Scope | None = None) -> FeatureSet:
+                scope: Scope | None = None, extractors: Collection[str] = ()) -> FeatureSet:
         """Resolve a short feature name for one dataset, among the sets of one scope.
 
         ``clip-vitb16`` (exact extractor), ``clip`` (the only extractor named ``clip-*``),
-        ``clip-vitb16@3fa2`` (fingerprint prefix) or a full name. Among complete sets the one
+        ``clip-vitb16@3fa2`` (fingerprint prefix) or a full name. A name in ``extractors`` (the
+        registered extractor names, which the store does not know) is never widened to its
+        family: ``qualiclip`` must not find ``qualiclip-embedding`` when it has no set of its own. Among complete sets the one
         built on ``manifest_hash`` wins; anything still ambiguous is an error listing candidates.
         ``scope`` None looks at unscoped sets only; a name that has only scoped sets raises
         ``ScopedFeatureError`` (resolve it per split); a scope looks at the sets of exactly that
@@ -156,7 +158,7 @@ class FeatureStore:
         every = [fs for fs in self.feature_sets(dataset) if fs.is_complete]
         complete = [fs for fs in every if fs.scope == scope]
         candidates = [fs for fs in complete if fs.extractor == base]
-        if not candidates:
+        if not candidates and base not in extractors:
             candidates = [fs for fs in complete if fs.extractor.startswith(base + "-")]
         if fp_prefix:
             candidates = [fs for fs in candidates if fs.fingerprint.startswith(fp_prefix)]
@@ -164,7 +166,7 @@ class FeatureStore:
             current = [fs for fs in candidates if fs.attrs["manifest_hash"] == manifest_hash]
             candidates = current or candidates
         if not candidates:
-            self._explain_scopes(short, dataset, [fs for fs in every if _named(fs, base, fp_prefix)], scope)
+            self._explain_scopes(short, dataset, [fs for fs in every if _named(fs, base, fp_prefix, extractors)], scope)
             have = sorted({fs.extractor for fs in complete}) or ["none"]
             raise StoreError(f"no complete feature set {short!r} for dataset {dataset!r}; it has: {', '.join(have)}")
         if len(candidates) > 1:
@@ -338,9 +340,10 @@ class _WriterLock:
             self._fd = None
 
 
-def _named(fs: FeatureSet, base: str, fp_prefix: str) -> bool:
+def _named(fs: FeatureSet, base: str, fp_prefix: str, extractors: Collection[str]) -> bool:
     """Whether a short name (``clip``, ``clip-vitb16``, with an optional ``@fingerprint``) names ``fs``."""
-    return (fs.extractor == base or fs.extractor.startswith(base + "-")) and fs.fingerprint.startswith(fp_prefix)
+    family = base not in extractors and fs.extractor.startswith(base + "-")
+    return (fs.extractor == base or family) and fs.fingerprint.startswith(fp_prefix)
 
 
 def _pid_alive(pid: int) -> bool:
