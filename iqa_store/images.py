@@ -13,9 +13,14 @@ from typing import Callable, TypeVar
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["IMAGE_SUFFIXES", "ImageReadError", "read_rgb", "read_rgb_array"]
+__all__ = ["DECODING_VERSION", "IMAGE_SUFFIXES", "ImageReadError", "read_rgb", "read_rgb_array"]
 
 T = TypeVar("T")
+
+# Raised whenever read_rgb's rules change the pixels of some file; every extractor's fingerprint
+# holds it, so sets decoded under older rules are not reused. 2: EXIF orientation applied,
+# transparency on white, 16-bit grey by its high byte (1 decoded them as Pillow's default).
+DECODING_VERSION = 2
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from iqa_store.fingerprint import fingerprint
+from iqa_store.images import DECODING_VERSION
 
 
 class ExtractorError(RuntimeError):
@@ -71,7 +72,7 @@ class Extractor(ABC):
 
     def fingerprint_inputs(self) -> dict[str, Any]:
         return {"extractor": self.name, "version": self.version, "settings": self.settings(),
-                "weights": self.weights_identity()}
+                "weights": self.weights_identity(), "decoding": DECODING_VERSION}
 
     def fingerprint(self) -> str:
         return fingerprint(self.fingerprint_inputs())

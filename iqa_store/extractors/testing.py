@@ -237,6 +237,14 @@ class ExtractorTests:
         json.dumps(extractor.fingerprint_inputs())
         assert extractor.fingerprint_inputs()["extractor"] == extractor.name
 
+    def test_fingerprint_changes_with_the_decoding_rules(self, extractor: Extractor,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+        """Sets decoded under older read_rgb rules hold other pixels: a new rule set is a new fingerprint."""
+        from iqa_store.extractors import base
+        before = extractor.fingerprint()
+        monkeypatch.setattr(base, "DECODING_VERSION", base.DECODING_VERSION + 1)
+        assert extractor.fingerprint() != before
+
     def test_fingerprint_changes_with_setting(self, extractor: Extractor, image_paths: list[Path],
                                               setting: tuple[str, Any]) -> None:
         """Each declared setting changes the numbers (checked), so it must change the fingerprint."""
