@@ -371,3 +371,46 @@ def _has_all(store: FeatureStore, dataset: str, names: list[str]) -> bool:
 
 def _store(store: FeatureStore | str | Path | None) -> FeatureStore:
     return store if isinstance(store, FeatureStore) else FeatureStore(store)
+
+
+def annotate(dataset: str | None = None, root: str | Path | None = None, images: str | Path | None = None,
+             dataset_options: dict[str, Any] | None = None, store: FeatureStore | str | None = None, *,
+             kinds: Sequence[str] = ("content", "distortion", "appearance"), captioner: str | None = None,
+             labels: str | Path | None = None, pristine: bool = False, variants: int = 1, seed: int = 0,
+             refresh: bool = False, progress: bool = True, log: Callable[[str], None] = _progress_line) -> Any:
+    """The text table (``iqa_store.texts``) of a dataset or an image folder: read from the store, or
+    made and saved there. The key covers the images (ids, sizes, mtimes), their labels and types,
+    the settings and the phrase files, so any change makes a new table; ``refresh`` remakes it.
+
+        api.annotate("demo")
+        api.annotate(images="~/data/kadis/ref_imgs", pristine=True, kinds=("distortion", "appearance"))
+        api.annotate("csv", root="~/data/mine", dataset_options={"labels": "mos.csv", "labels_column": "scene"})
+
+    ``labels``: a CSV of ``image_id`` (or ``reference_id``) and ``label`` for content texts;
+    ``captioner``: a transformers image-text-to-text model for images without a label;
+    ``pristine`` (folders only): the images are undistorted and get pristine texts.
+    """
+    from iqa_store.fingerprint import fingerprint
+    from iqa_store.texts import ANNOTATION_VERSION, AnnotationSettings, ImageSet, phrase_book, read_label_file
+    from iqa_store.texts import annotate as make_texts
+    if (dataset is None) == (images is None):
+        raise ValueError("annotate needs a dataset or an image folder (images), not both")
+    if pristine and images is None:
+        raise ValueError("pristine applies to an image folder (images); a dataset's manifest says which images are pristine")
+    settings = AnnotationSettings(kinds=tuple(kinds), captioner=captioner, variants=variants, seed=seed)
+    label_map = read_label_file(labels) if labels is not None else None
+    if images is not None:
+        image_set = ImageSet.from_folder(images, pristine=pristine, labels=label_map)
+    else:
+        from iqa_store.datasets import load_manifest
+        image_set = ImageSet.from_manifest(load_manifest(dataset, root, **dict(dataset_options or {})), label_map)
+    key = fingerprint({"version": ANNOTATION_VERSION, "images": image_set.fingerprint(), "settings": settings.to_dict(),
+                       "phrases": phrase_book().fingerprint})
+    texts = _store(store)
+    table = None if refresh else texts.load_texts(image_set.name, key)
+    if table is None:
+        table = make_texts(image_set, settings, progress=progress, log=log)
+        texts.save_texts(image_set.name, key, table, {"root": str(image_set.root), "images": len(image_set.ids),
+                                                      "settings": settings.to_dict(), "skipped": table.attrs["skipped"]})
+        table.attrs.update({"key": key})
+    return table

@@ -210,7 +210,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "iqa_store.fit": ("iqa_store.store", "iqa_store.extractors", "iqa_store.extraction", "iqa_store.train",
                       "iqa_store.report", "iqa_store.api", "iqa_store.cli", "iqa_store.pipeline"),
     **{base: _MODEL_LAYER_AND_ABOVE for base in ("iqa_store.nets", "iqa_store.images", "iqa_store.splits",
-                                                   "iqa_store.datasets", "iqa_store.distortions",
+                                                   "iqa_store.datasets", "iqa_store.distortions", "iqa_store.texts",
                                                    "iqa_store.registry", "iqa_store.fingerprint")},
 }
 

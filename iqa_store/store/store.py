@@ -17,6 +17,8 @@ from iqa_store.store.files import FileLock, read_json, storage_errors, write_jso
 from iqa_store.store.scope import Scope
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from iqa_store.datasets.manifest import Manifest
     from iqa_store.splits import ProtocolSpec, Split
 
@@ -78,6 +80,7 @@ class FeatureStore:
     results_dir = property(lambda self: self.root / "results")
     splits_dir = property(lambda self: self.root / "splits")
     pretrain_dir = property(lambda self: self.root / "pretrain")  # checkpoints of unfinished training runs
+    texts_dir = property(lambda self: self.root / "texts")  # text annotations (iqa_store.store.texts)
     staging_dir = property(lambda self: self.root / ".staging")
 
     def staging_path(self) -> Path:
@@ -307,6 +310,17 @@ class FeatureStore:
 
     def datasets(self) -> list[str]:
         return sorted(p.name for p in self.manifests_dir.glob("*") if p.is_dir()) if self.manifests_dir.is_dir() else []
+
+    # --- text annotations --------------------------------------------------------------------
+    def save_texts(self, dataset: str, key: str, table: "pd.DataFrame", info: dict[str, Any] | None = None) -> Path:
+        """Keep a text table (``iqa_store.texts``) under ``key``: the caller's fingerprint of images and settings."""
+        from iqa_store.store.texts import save_texts
+        return save_texts(self.texts_dir, dataset, key, table, info)
+
+    def load_texts(self, dataset: str, key: str | None = None) -> "pd.DataFrame | None":
+        """The text table saved under ``key`` (the latest for ``dataset`` when None), or None."""
+        from iqa_store.store.texts import load_texts
+        return load_texts(self.texts_dir, dataset, key)
 
 
 class _WriterLock:
