@@ -207,6 +207,7 @@ DATASET_BASE: dict[str, Callable[[World], list[str]]] = {
     "extract": lambda w: ["-m", "brisque", "-q"],
     "import": lambda w: [str(w.features), "-n", "mine"],
     "verify": lambda w: [],
+    "annotate": lambda w: ["-q"],
 }
 
 

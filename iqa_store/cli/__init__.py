@@ -17,6 +17,8 @@ COMMANDS = {
     "extract": "iqa_store.cli.extract_cmd:extract",
     "fit": "iqa_store.cli.fit_cmd:fit",
     "run": "iqa_store.cli.run_cmd:run",
+    "report": "iqa_store.cli.report_cmd:report",
+    "results": "iqa_store.cli.results_cmd:results",
     "ls": "iqa_store.cli.store_cmds:ls",
     "models": "iqa_store.cli.models_cmd:models",
     "show": "iqa_store.cli.store_cmds:show",
@@ -29,6 +31,7 @@ COMMANDS = {
     "distortions": "iqa_store.cli.distortions_cmd:distortions",
     "plot": "iqa_store.cli.plot_cmd:plot",
     "train": "iqa_store.cli.train_cmd:train",
+    "annotate": "iqa_store.cli.annotate_cmd:annotate",
     "pretrain": "iqa_store.cli.train_cmd:pretrain",  # the name before `train`; same stages, same options
 }
 

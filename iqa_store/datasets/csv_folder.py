@@ -165,7 +165,8 @@ class CsvDataset(DatasetAdapter):
     ``mos = lo + hi - published``, with ``(lo, hi) = mos_range`` (default: the data's min and max);
     ``mos_original`` keeps the published value. ``dataset_name`` is the name in the store, so
     several CSV datasets can coexist. Missing image files are not an error here: extraction
-    reports them per row.
+    reports them per row. ``labels_column`` names a column of scene or object labels (text, may be
+    empty), kept as ``info["content_labels"]`` for content texts (``iqa-store annotate``).
     """
 
     name: ClassVar[str] = "csv"
@@ -180,6 +181,7 @@ class CsvDataset(DatasetAdapter):
     std_column: str | None = None
     reference_column: str | None = None
     split_column: str | None = None
+    labels_column: str | None = None  # scene/object label of each image, for content texts
     higher_is_better: bool = True
     mos_range: tuple[float, float] | None = None
     dataset_name: str = "csv"
@@ -209,12 +211,13 @@ class CsvDataset(DatasetAdapter):
         table = read_label_csv(self.labels_path(root), delimiter=self.delimiter, encoding=self.encoding,
                                remedy="pass its encoding (option encoding) or save it as UTF-8")
         table.require([self.path_column, self.mos_column, self.std_column, self.reference_column,
-                       self.split_column])
+                       self.split_column, self.labels_column])
         if not table.rows:
             raise ManifestError(f"{table.path}: no data rows after the header")
 
         first_line: dict[str, int] = {}
         records = []
+        content_labels: dict[str, str] = {}
         for line, row in table.rows:
             where = table.where(line)
             path = safe_relative_path(root, row[self.path_column], source=where)
@@ -236,6 +239,8 @@ class CsvDataset(DatasetAdapter):
             split = None
             if self.split_column is not None and row[self.split_column].strip():
                 split = normalise_split(row[self.split_column], source=where)
+            if self.labels_column is not None and row[self.labels_column].strip():
+                content_labels[path] = " ".join(row[self.labels_column].split())
             records.append({"image_id": path, "path": path, "mos_original": score, "mos_std": std,
                             "reference_id": reference, "split": split})
 
@@ -246,5 +251,6 @@ class CsvDataset(DatasetAdapter):
         return Manifest(
             dataset=self.dataset_name, root=root, table=frame, mos_range=(lo, hi),
             original_direction="higher_better" if self.higher_is_better else "lower_better",
-            info={"label_file": str(table.path), "mos_column": self.mos_column},
+            info={"label_file": str(table.path), "mos_column": self.mos_column,
+                  **({"content_labels": content_labels} if self.labels_column else {})},
         )
