@@ -39,6 +39,7 @@ class TrainingData:
     mos: tuple[float, ...] | None = None
     scope: Scope | None = None
     mos_range: tuple[float, float] | None = None  # the dataset's declared MOS scale (from_split)
+    texts: tuple[tuple[str, ...], ...] | None = None  # Data.IMAGES_TEXTS: each image's annotations (with_texts)
 
     @classmethod
     def from_paths(cls, source: str, paths: Sequence[Path], ids: Sequence[str] | None = None,
@@ -85,6 +86,13 @@ class TrainingData:
                               paths, [str(i) for i in table["image_id"]], manifest.mos[rows].tolist(), scope)
         return dataclasses.replace(data, mos_range=tuple(float(v) for v in manifest.mos_range))
 
+    def with_texts(self, texts: Sequence[Sequence[str]]) -> "TrainingData":
+        """The same images, image i with ``texts[i]``; the texts are training data, so they join the identity."""
+        if len(texts) != len(self.paths):
+            raise ValueError(f"{len(texts)} lists of texts for {len(self.paths)} images")
+        texts = tuple(tuple(str(text) for text in own) for own in texts)
+        return dataclasses.replace(self, texts=texts, identity=fingerprint([self.identity, [list(t) for t in texts]]))
+
     def describe(self) -> dict[str, Any]:
         described = {"source": self.source, "images": len(self.paths), "identity": self.identity,
                      "skipped": list(self.skipped)}
@@ -127,7 +135,8 @@ class ExampleDataset(torch.utils.data.Dataset):
         pixels = np.asarray(read_rgb(self.data.paths[index]), dtype=np.float32) / 255.0
         image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
         mos = None if self.data.mos is None else self.data.mos[index]
-        return self.stage.sample(Example(image, self.data.ids[index], mos), generator)
+        texts = () if self.data.texts is None else self.data.texts[index]
+        return self.stage.sample(Example(image, self.data.ids[index], mos, texts), generator)
 
 
 @dataclass(frozen=True)
