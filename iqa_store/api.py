@@ -343,6 +343,40 @@ def train(stage: str, *, store: FeatureStore | str | None = None, **arguments: A
     return run(stage, store=_store(store), **arguments)
 
 
+def report(target: str | Path, *, store: FeatureStore | str | None = None, out: str | Path | None = None,
+           compare: Sequence[tuple[str, str]] = (), metric: str = "srcc") -> Any:
+    """A report of a pipeline (its file, or its name once run on this store) or of one fit run (its id).
+
+        api.report("pipelines/onuoha2024.yaml")            # the paper's tables, figures, page
+        api.report("fit-3fa2c1", compare=[("clip", "clip+brisque")])
+
+    Writes under ``out`` (default ``<store>/reports/<name>``); returns ``iqa_store.report.build.Report``.
+    """
+    from iqa_store.pipeline import Pipeline, pipeline_record
+    from iqa_store.report.build import build_report, collect_runs
+    from iqa_store.report.paper import Comparison
+    feature_store = _store(store)
+    target = str(target)
+    spec, title, notes = None, target, []
+    if target.endswith((".yaml", ".yml")) or (feature_store.results_dir / "pipelines" / target).is_dir():
+        pipeline = Pipeline.load(target) if target.endswith((".yaml", ".yml")) else None
+        record = pipeline_record(feature_store, pipeline.name if pipeline else target)
+        if pipeline is None and record.get("spec") and Path(record["spec"]).exists():
+            pipeline = Pipeline.load(record["spec"])
+        spec, runs, notes = (pipeline.report if pipeline else None), record["runs"], record["skipped"]
+        title = (spec.paper if spec and spec.paper else "") or record["pipeline"]
+        name = record["pipeline"]
+    elif (feature_store.results_dir / target).is_dir():
+        runs, name = [target], target
+    else:
+        raise FileNotFoundError(2, "not a pipeline file, a pipeline run on this store, or a fit run id "
+                                   "(`iqa-store results ls` lists runs)", target)
+    folder = Path(out) if out else feature_store.root / "reports" / name
+    pairs = [Comparison(a, b, metric) for a, b in compare]
+    return build_report(collect_runs(feature_store.results_dir, runs), spec, folder, feature_store, title=title,
+                        notes=notes, compare=pairs)
+
+
 def dask_executor(scheduler: str | None = None, workers: int | None = None) -> Any:
     """A context manager giving an executor on an existing Dask cluster (``scheduler``
     address) or on a LocalCluster of ``workers`` processes; see ``iqa_store.fit.cluster``."""

@@ -1,14 +1,21 @@
-"""Declarative experiment specs (YAML): which extractors on which datasets, which fits.
+"""Declarative experiment specs (YAML): which extractors on which datasets, which fits, the paper's report.
 
     name: demo
     datasets:
       - name: demo                      # plus root: and options: for real datasets
+      - name: cid2013
+        protocol: scenes-4-2            # this dataset's splits, for every step that fits or trains per split
+    train:                              # each step: a training stage (`iqa-store train STAGE`)
+      - stage: cnniqa                   # with a protocol: one model per split, on every dataset
+        protocol: random-80-20
+        steps: 2000                     # other keys: TrainConfig fields, or hyperparameters: {...}
+      - stage: reiqa-quality            # without one: once, on a folder of images
+        images: ${IQA_KADIS_ROOT}/ref_imgs
     extract:                            # each step: ExtractRequest's fields, less the dataset
       - model: brisque
       - model: clip-rn50
         policy: full                    # --policy
         settings: {normalize: true}     # --set
-        optional: true                  # skipped, with a note, when its weights are not on disk
       - model: reiqa-quality
         weights: registry:reiqa-quality/1443   # an encoder from `iqa-store train` (or a FILE)
       - model: cnniqa
@@ -21,14 +28,20 @@
       - features: [brisque]
         train: koniq                    # cross-dataset: fit on all of koniq, test on all of clive
         test: clive
+    report: {...}                       # the paper's tables, figures, published numbers (report.paper)
 
 A step says everything the command line can: its keys are the request's fields (``with`` for
 ``with_``). Everything cached is skipped: re-running a pipeline only does what is missing.
+Nothing missing is fatal: a dataset that is not on this machine, a model whose weights are
+not, a model or stage not built yet, each is skipped with one line saying what it needs; the
+fits then use what there is.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -36,7 +49,10 @@ from typing import Any, Callable
 import yaml
 
 from iqa_store.registry import checked_options
+from iqa_store.report.paper import PaperSpec, PaperSpecError
 from iqa_store.requests import ExtractRequest, FitRequest, RequestError, request_from_mapping
+
+RUNS_FILE = "pipeline.json"  # in <store>/results/pipelines/<name>/: what the last run did, for `report`
 
 
 class PipelineError(ValueError):
@@ -48,6 +64,7 @@ class DatasetStep:
     name: str
     root: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    protocol: str | None = None  # this dataset's splits in this experiment (scenes-4-2 on CID2013, official on FLIVE)
 
 
 @dataclass(frozen=True)
@@ -55,7 +72,20 @@ class ExtractStep:
     """An extraction for every dataset of the pipeline; ``request`` has the dataset left empty."""
 
     request: ExtractRequest
-    optional: bool = False
+    optional: bool = False  # kept from before every missing model became a skip; says so in the line
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """A training stage: per split on every dataset (``protocol`` given), else once on ``images``."""
+
+    stage: str
+    protocol: str | None = None
+    splits: int = 10
+    split_seed: int = 0
+    images: str | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields: steps, batch_size, lr ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +94,10 @@ class Pipeline:
     datasets: list[DatasetStep]
     extract: list[ExtractStep]
     fit: list[FitRequest]
+    train: list[TrainStep] = field(default_factory=list)
+    report: PaperSpec | None = None
+    path: Path | None = None
+    explicit_protocol: tuple[bool, ...] = ()  # per fit step: its own protocol beats its datasets'
 
     @classmethod
     def load(cls, path: str | Path) -> "Pipeline":
@@ -79,18 +113,26 @@ class Pipeline:
             raise PipelineError(f"{path}: must be a mapping with keys {', '.join(sorted(_KEYS))}"
                                 + (f"; unknown key(s) {unknown}" if unknown else ""))
         try:
+            fits = _steps(data, "fit", path)
             return cls(name=data.get("name", path.stem),
                        datasets=[_dataset_step(d, f"{path}: dataset {i + 1}")
                                  for i, d in enumerate(_steps(data, "datasets", path))],
                        extract=[_extract_step(e, f"{path}: extract step {i + 1}")
                                 for i, e in enumerate(_steps(data, "extract", path))],
                        fit=[request_from_mapping(FitRequest, f, f"{path}: fit step {i + 1}")
-                            for i, f in enumerate(_steps(data, "fit", path))])
-        except (TypeError, RequestError) as error:
+                            for i, f in enumerate(fits)],
+                       train=[_train_step(s, f"{path}: train step {i + 1}")
+                              for i, s in enumerate(_steps(data, "train", path))],
+                       report=PaperSpec.from_mapping(data["report"], f"{path}: report") if "report" in data else None,
+                       path=path, explicit_protocol=tuple(isinstance(f, dict) and "protocol" in f for f in fits))
+        except (TypeError, RequestError, PaperSpecError) as error:
             raise PipelineError(f"{path}: {error}" if str(path) not in str(error) else str(error)) from error
 
+    def dataset(self, name: str) -> DatasetStep | None:
+        return next((d for d in self.datasets if d.name == name), None)
 
-_KEYS = {"name", "datasets", "extract", "fit"}
+
+_KEYS = {"name", "datasets", "train", "extract", "fit", "report"}
 
 
 def _steps(data: dict[str, Any], key: str, path: Path) -> list[Any]:
@@ -122,48 +164,194 @@ def _extract_step(data: dict[str, Any], where: str) -> ExtractStep:
     return ExtractStep(request_from_mapping(ExtractRequest, {"dataset": "", **data}, where), optional)
 
 
+def _train_step(data: Any, where: str) -> TrainStep:
+    _require_mapping(data, where)
+    data = dict(data)
+    if "stage" not in data:
+        raise RequestError(f"{where}: needs a stage (`iqa-store train --help` lists them)")
+    own = {f.name for f in dataclasses.fields(TrainStep)} - {"training"}
+    step = TrainStep(**checked_options(TrainStep, {k: v for k, v in data.items() if k in own}, where, RequestError),
+                     training={k: v for k, v in data.items() if k not in own})
+    if (step.protocol is None) == (step.images is None):
+        raise RequestError(f"{where}: give a protocol (trained per split on every dataset) or images "
+                           "(a folder, trained once), not both or neither")
+    return step
+
+
+@dataclass
+class PipelineRun:
+    """What a run did: the fits' outcomes, and one line per thing skipped (what it needs)."""
+
+    outcomes: list[Any] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+    record: Path | None = None
+
+
 def run_pipeline(pipeline: Pipeline, store: Any, *, device: str = "auto", workers: int | None = None,
-                 progress: bool = True, log: Callable[[str], None] = print) -> list[Any]:
-    """Run every extraction on every dataset, then every fit; returns the fit outcomes."""
-    from iqa_store import api
+                 roots: dict[str, str] | None = None, progress: bool = True,
+                 log: Callable[[str], None] = print) -> PipelineRun:
+    """Train, extract on every dataset there is, then fit; skips (with a line) what cannot run here.
+
+    ``roots``: dataset name -> root folder, over the pipeline's own (the CLI's ``--root NAME=DIR``).
+    """
     from iqa_store.datasets import load_manifest
-    available: dict[str, set[str]] = {}
-    for dataset in pipeline.datasets:
+    run = PipelineRun()
+
+    def skip(line: str) -> None:
+        run.skipped.append(line)
+        log(f"skip {line}")
+
+    datasets = [dataclasses.replace(d, root=(roots or {}).get(d.name, d.root)) for d in pipeline.datasets]
+    present = []
+    for dataset in datasets:
+        missing = _missing_root(dataset)
+        if missing:
+            skip(missing)
+            continue
         manifest = load_manifest(dataset.name, dataset.root, **dataset.options)
         log(f"dataset {manifest.dataset}: {len(manifest)} images ({manifest.info.get('labels', 'labels as published')})")
-        available[manifest.dataset] = set()
+        present.append((dataset, manifest.dataset))
+    run.datasets = [name for _, name in present]
+    trained = _run_training(pipeline.train, present, store, device, progress, log, skip)
+    available: dict[str, set[str]] = {name: set() for _, name in present}
+    for dataset, name in present:
         for step in pipeline.extract:
             request = dataclasses.replace(step.request, dataset=dataset.name, root=dataset.root,
-                                          dataset_options=dataset.options, device=device, workers=workers)
-            if step.optional and not _weights_on_disk(request, store):
-                log(f"skip {request.model}: its weights are not on this machine (optional in this pipeline; "
-                    f"see README, 'Real weights')")
+                                          dataset_options=dataset.options, device=device, workers=workers,
+                                          **_split_fields(step.request.protocol, dataset))
+            why = _cannot_extract(request, store, trained)
+            if why:
+                if name == present[0][1]:  # say it once, not once per dataset
+                    skip(f"{request.model}: {why}")
                 continue
+            from iqa_store import api
             result = api.extract(request, store=store, progress=progress, log=log)
             for report in result if isinstance(result, list) else [result]:
                 log(report.summary())
-            available[manifest.dataset].add(request.model)
-    outcomes = []
-    for step in pipeline.fit:
-        if step.cross_dataset:
-            outcomes.append(api.fit(step, store=store, progress=progress))
+            available[name].add(request.model)
+    for index, step in enumerate(pipeline.fit):
+        run.outcomes += _run_fit(step, pipeline, index, available, store, progress, skip)
+    run.record = _record(pipeline, store, run)
+    return run
+
+
+def _missing_root(dataset: DatasetStep) -> str | None:
+    """Why a dataset is not on this machine (no root given, none in its variable), else None."""
+    from iqa_store.datasets import build_adapter
+    adapter = build_adapter(dataset.name, dataset.options)
+    if dataset.root is not None or not adapter.env_var or os.environ.get(adapter.env_var):
+        return None
+    if dataset.name == "demo":  # ships with the package
+        return None
+    return (f"dataset {dataset.name}: not on this machine; set {adapter.env_var}=DIR or pass "
+            f"--root {dataset.name}=DIR ({adapter.layout})")
+
+
+def _split_fields(protocol: str | None, dataset: DatasetStep) -> dict[str, Any]:
+    """A per-split step on ``dataset`` uses the dataset's protocol when it declares one."""
+    return {"protocol": dataset.protocol} if protocol and dataset.protocol else {}
+
+
+def _run_training(steps: list[TrainStep], present: list[tuple[DatasetStep, str]], store: Any, device: str,
+                  progress: bool, log: Callable[[str], None], skip: Callable[[str], None]) -> set[str]:
+    """Every training step; returns the stages that registered encoders in this run."""
+    from iqa_store.train import STAGES
+    trained = set()
+    for step in steps:
+        if step.stage not in STAGES:
+            skip(f"train {step.stage}: not built yet (no training stage {step.stage!r} is registered; "
+                 f"known: {', '.join(STAGES.names())})")
             continue
-        for dataset, models in available.items():
-            features = tuple(f for f in step.features if set(f.split("+")) <= models)
-            skipped = sorted(set(step.features) - set(features))
-            if skipped:
-                log(f"fit on {dataset}: skipping {skipped} (features not extracted)")
-            if not (features or step.all_combos or step.cross):
+        if step.images is not None:
+            folder = Path(os.path.expandvars(step.images)).expanduser()
+            if "$" in str(folder) or not folder.is_dir():
+                skip(f"train {step.stage}: its images {step.images} are not on this machine")
                 continue
-            outcomes.append(api.fit(dataclasses.replace(step, features=features, datasets=(dataset,)), store=store,
-                                    progress=progress))
+            jobs: list[dict[str, Any]] = [{"images": str(folder)}]
+        else:
+            jobs = [{"dataset": d.name, "root": d.root, "dataset_options": d.options,
+                     "protocol": d.protocol or step.protocol, "splits": step.splits, "split_seed": step.split_seed}
+                    for d, _ in present]
+        from iqa_store import api
+        for job in jobs:
+            for report in api.train(step.stage, store=store, hyperparameters=step.hyperparameters, progress=progress,
+                                    log=log, **job, **{"device": device, **step.training}):
+                log(report.summary())
+        trained.add(step.stage)
+    return trained
+
+
+def _cannot_extract(request: ExtractRequest, store: Any, trained: set[str]) -> str | None:
+    """Why ``request`` cannot run on this machine now (model not built, weights missing), else None."""
+    from iqa_store import api
+    from iqa_store.extractors import EXTRACTORS
+    from iqa_store.store import StoreError
+    if request.model not in EXTRACTORS and request.model.partition(":")[0] not in EXTRACTORS.prefixes():
+        return f"not built yet (no extractor {request.model!r} is registered; `iqa-store models` lists them)"
+    if request.protocol:
+        return None  # encoders trained per split are in the store: a missing one is named by extraction itself
+    try:
+        extractor = api.build_extractor(request.model, weights=request.weights, store=store,
+                                        random_init=request.random_init, **request.extractor_settings())
+    except StoreError as error:
+        return f"its encoder is not in the store ({error}); train it first (a train step, or `iqa-store train`)"
+    if not extractor.weights_available():
+        return f"needs weights this machine lacks ({extractor.weights_source()}; see README, 'Real weights')"
+    return None
+
+
+def _run_fit(step: FitRequest, pipeline: Pipeline, index: int, available: dict[str, set[str]], store: Any,
+             progress: bool, skip: Callable[[str], None]) -> list[Any]:
+    from iqa_store import api
+    if step.cross_dataset:
+        missing = [d for d in (step.train, step.test) if d not in available]
+        lacking = [] if missing else [f for f in step.features
+                                      if not _extracted(f, available[step.train] & available[step.test])]
+        if missing or lacking:
+            skip(f"fit {step.train}->{step.test}: " + (f"dataset(s) {', '.join(map(str, missing))} not here" if missing
+                                                       else f"{', '.join(lacking)} not extracted on both datasets"))
+            return []
+        return [api.fit(step, store=store, progress=progress)]
+    outcomes = []
+    for dataset, models in available.items():
+        if step.datasets and dataset not in step.datasets:
+            continue
+        features = tuple(f for f in step.features if _extracted(f, models))
+        lacking = sorted(set(step.features) - set(features))
+        if lacking:
+            skip(f"fit on {dataset}: {', '.join(lacking)} (features not extracted)")
+        if not (features or step.all_combos or step.cross):
+            continue
+        declared = pipeline.dataset(dataset)
+        protocol = {} if pipeline.explicit_protocol[index] or declared is None or not declared.protocol else \
+            {"protocol": declared.protocol}
+        outcomes.append(api.fit(dataclasses.replace(step, features=features, datasets=(dataset,), **protocol),
+                                store=store, progress=progress))
     return outcomes
 
 
-def _weights_on_disk(request: ExtractRequest, store: Any) -> bool:
-    from iqa_store import api
-    if request.protocol:
-        return True  # encoders trained per split are in the store: a missing one is named by extraction itself
-    extractor = api.build_extractor(request.model, weights=request.weights, store=store,
-                                    random_init=request.random_init, **request.extractor_settings())
-    return extractor.weights_available()
+def _extracted(combination: str, models: set[str]) -> bool:
+    """Whether every feature of ``combination`` was extracted: by its model's name, or a short name of
+    it as the store resolves one (``openclip`` for ``openclip:ARCH:TAG``)."""
+    names = {m.replace(":", "-") for m in models}
+    return all(n in models or any(m.startswith(n + "-") for m in names) for n in combination.split("+"))
+
+
+def _record(pipeline: Pipeline, store: Any, run: PipelineRun) -> Path:
+    """``results/pipelines/<name>/pipeline.json``: the spec file, its runs and what was skipped."""
+    folder = store.results_dir / "pipelines" / pipeline.name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / RUNS_FILE
+    runs = sorted({str(o.run_dir.relative_to(store.results_dir)) for o in run.outcomes if o.run_dir is not None})
+    path.write_text(json.dumps({"pipeline": pipeline.name, "spec": str(pipeline.path.resolve()) if pipeline.path else None,
+                                "runs": runs, "datasets": run.datasets, "skipped": run.skipped}, indent=2) + "\n")
+    return path
+
+
+def pipeline_record(store: Any, name: str) -> dict[str, Any]:
+    """What the last ``run`` of pipeline ``name`` recorded (``_record``)."""
+    path = store.results_dir / "pipelines" / name / RUNS_FILE
+    if not path.exists():
+        raise FileNotFoundError(2, f"pipeline {name!r} has not been run on this store (no record)", str(path))
+    return json.loads(path.read_text())

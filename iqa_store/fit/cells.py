@@ -13,14 +13,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from iqa_store.fit.combinations import combination_name
-from iqa_store.fit.metrics import METRIC_NAMES, compute_metrics
+from iqa_store.fit.metrics import compute_metrics
+from iqa_store.fit.schema import TABLE_COLUMNS
 from iqa_store.splits import Split
 
 __all__ = ["TABLE_COLUMNS", "Cell", "CellContext", "CellPrediction", "CellResult", "FeatureMatrix", "cell_key",
            "cell_result", "usable_parts"]
 
-TABLE_COLUMNS = ("dataset", "combination", "regressor", "protocol", "split", "n_train", "n_val", "n_test",
-                 "alpha", *METRIC_NAMES)
 
 
 @dataclass(frozen=True)

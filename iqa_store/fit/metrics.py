@@ -12,6 +12,8 @@ import warnings
 import numpy as np
 from scipy import optimize, stats
 
+from iqa_store.fit.schema import METRICS
+
 __all__ = [
     "METRIC_NAMES",
     "LogisticFitWarning",
@@ -25,7 +27,7 @@ __all__ = [
     "srcc",
 ]
 
-METRIC_NAMES = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
+METRIC_NAMES = METRICS  # the results schema's names (iqa_store.fit.schema)
 
 
 class LogisticFitWarning(RuntimeWarning):

@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from iqa_store.fit.cells import TABLE_COLUMNS, CellPrediction, CellResult, cell_key
+from iqa_store.fit.cells import CellPrediction, CellResult, cell_key
+from iqa_store.fit.schema import CELL_KEYS, TABLE_COLUMNS
 
 __all__ = ["RunLog", "load_predictions", "load_results", "load_spec", "save_run"]
 
@@ -33,7 +34,7 @@ RESULTS_FILE = "results.csv"
 PREDICTIONS_DIR = "predictions"
 SPEC_FILE = "spec.json"
 LOCK_FILE = "lock"
-_CELL_FIELDS = ("dataset", "combination", "regressor", "protocol")
+_CELL_FIELDS = CELL_KEYS
 
 
 def _json_default(value: Any) -> Any:

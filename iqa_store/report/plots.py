@@ -15,9 +15,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from iqa_store.fit.schema import CELL_KEYS as _CELL_KEYS
+
 __all__ = ["LevelPlot", "level_means_plot", "loss_curve", "scatter_predicted_vs_mos", "trend_plot"]
 
-_CELL_KEYS = ("dataset", "combination", "regressor", "protocol")
 
 
 def _figure(size: tuple[float, float], dpi: int) -> Any:
@@ -33,7 +34,7 @@ def _save(figure: Any, path: str | Path, dpi: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(path, dpi=dpi, format="png")
+    figure.savefig(path, dpi=dpi, format=path.suffix[1:].lower() or "png")  # .png or .svg
     return path
 
 

@@ -8,11 +8,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from iqa_store.fit.schema import CELL_KEYS, METRIC_LABELS, METRICS, STATISTICS
+
 __all__ = ["GROUP_KEYS", "METRICS", "aggregate", "format_summary", "to_json_records"]
 
-GROUP_KEYS = ("dataset", "combination", "regressor", "protocol")
-METRICS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
-STATISTICS = ("mean", "std", "median")
+GROUP_KEYS = CELL_KEYS  # the results schema (iqa_store.fit.schema) names every key and metric
 
 
 def aggregate(table: pd.DataFrame, extra_keys: Sequence[str] = ()) -> pd.DataFrame:
@@ -46,8 +46,7 @@ def format_summary(agg: pd.DataFrame, digits: int = 4) -> str:
     for key in GROUP_KEYS:
         columns.append((key, [str(v) for v in agg[key]], False))
     columns.append(("n", [str(int(v)) for v in agg["n_splits"]], True))
-    labels = {"srcc": "SRCC", "plcc": "PLCC", "plcc_logistic": "PLCC-log", "krcc": "KRCC", "rmse": "RMSE"}
-    for metric, label in labels.items():
+    for metric, label in METRIC_LABELS.items():
         if f"{metric}_mean" in agg:
             cells = [_mean_std(m, s, digits) for m, s in zip(agg[f"{metric}_mean"], agg[f"{metric}_std"])]
             columns.append((label, cells, True))
