@@ -194,7 +194,8 @@ def annotate(source: "Manifest | ImageSet | str | Path", settings: AnnotationSet
              captioner: Captioner | None = None, progress: bool = True,
              log: Callable[[str], None] = lambda line: None) -> pd.DataFrame:
     """The texts of every image of ``source`` (a manifest, an ``ImageSet`` or an image folder) as a
-    table with ``TABLE_COLUMNS``; ``table.attrs["skipped"]`` lists unreadable images.
+    table with ``TABLE_COLUMNS``; ``table.attrs["skipped"]`` lists unreadable images (images are only
+    decoded for appearance texts and captions: without those, nothing is read but the labels).
 
     ``captioner`` replaces the one ``settings.captioner`` names; ``log`` gets one-line notes (images
     left without content texts, unreadable images)."""
@@ -205,9 +206,15 @@ def annotate(source: "Manifest | ImageSet | str | Path", settings: AnnotationSet
     unlabelled = [content and label is None for label in images.labels]
     if any(unlabelled) and captioner is None and settings.captioner:
         captioner = TransformersCaptioner(settings.captioner)
-    measures, captions, skipped = measure_images(images, progress=progress, captioner=captioner, caption=unlabelled)
+        captioner.load()  # fail before any work when its weights cannot be had
+    decode = "appearance" in settings.kinds or (captioner is not None and any(unlabelled))
+    if decode:
+        measures, captions, skipped = measure_images(images, progress=progress, captioner=captioner,
+                                                     caption=unlabelled)
+    else:  # labels and types alone: no pixel is needed
+        measures, captions, skipped = pd.DataFrame({"image_id": list(images.ids)}), {}, []
     readable = dict(zip(measures["image_id"], range(len(measures))))
-    levels = {a: tertile_levels(measures[a].tolist()) for a in APPEARANCE_ATTRIBUTES}
+    levels = {a: tertile_levels(measures[a].tolist()) for a in APPEARANCE_ATTRIBUTES if a in measures}
     rows: list[tuple[str, str, str, str, str, str]] = []
     for image_id, label, distortion in zip(images.ids, images.labels, images.distortions):
         if image_id not in readable:

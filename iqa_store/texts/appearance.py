@@ -84,12 +84,12 @@ def colourfulness(image: np.ndarray) -> float:
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
-MEASURES = {"brightness": brightness, "contrast": contrast, "sharpness": sharpness, "colourfulness": colourfulness}
-
 
 def measure_appearance(image: np.ndarray) -> dict[str, float]:
-    """The four measures of one 8-bit RGB image, keyed by ``APPEARANCE_ATTRIBUTES``."""
-    return {name: MEASURES[name](image) for name in APPEARANCE_ATTRIBUTES}
+    """The four measures of one 8-bit RGB image, keyed by ``APPEARANCE_ATTRIBUTES`` (the luma computed once)."""
+    grey = luma(image)
+    return {"brightness": float(grey.mean() / 255.0), "contrast": float(grey.std() / 255.0), "sharpness": fish(grey),
+            "colourfulness": colourfulness(image)}
 
 
 def tertile_levels(values: Sequence[float]) -> list[str]:

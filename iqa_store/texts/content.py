@@ -66,14 +66,15 @@ class TransformersCaptioner:
         self.batch_size, self.max_new_tokens = int(batch_size), int(max_new_tokens)
         self._loaded: tuple[Any, Any] | None = None
 
-    def _load(self) -> tuple[Any, Any]:
+    def load(self) -> tuple[Any, Any]:
+        """Processor and model, loaded on first use; a ``CaptionerError`` when they cannot be had."""
         if self._loaded is None:
             from transformers import AutoModelForImageTextToText, AutoProcessor
             try:
                 processor = AutoProcessor.from_pretrained(self.name)
                 model = AutoModelForImageTextToText.from_pretrained(self.name).to(self.device).eval()
             except (OSError, ValueError) as error:  # not cached and offline, no such repo, not a captioner
-                why = " ".join(str(error).split())[:200]
+                why = " ".join(str(error).split()).split(". ")[0][:300]  # the first sentence says what failed
                 raise CaptionerError(
                     f"captioner {self.name!r} cannot be loaded ({why}); on a machine with internet run "
                     f"`hf download {self.name}` (it goes to the Hugging Face cache, HF_HOME), or give a folder written "
@@ -83,7 +84,7 @@ class TransformersCaptioner:
 
     def caption(self, images: Sequence[np.ndarray]) -> list[str]:
         import torch
-        processor, model = self._load()
+        processor, model = self.load()
         captions: list[str] = []
         for start in range(0, len(images), self.batch_size):
             batch = [np.asarray(image) for image in images[start:start + self.batch_size]]
