@@ -26,6 +26,8 @@ from test_clipiqa import pairs_of, reference_scores, reference_text_features
 from test_clipiqa import tiny_model as tiny_clip_quality_model
 from test_hf_extractors import direct, tiny_model
 from test_reiqa_extractor import published_checkpoint, random_state, reference_features
+from test_slique import reference_features as slique_reference
+from test_slique import released_layout, tiny_network
 from test_vlm_models import _model, _open_clip, _tiny_state
 from iqa_store.extraction.jobs import build_extractor
 from iqa_store.extraction.runner import extract
@@ -307,6 +309,37 @@ class TestReiqaQuality(_ReiqaSuite):
     normalize = False
     changing_settings = [("precision", "bf16"),
                          ("encoder_config", {"backbone": "resnet-tiny", "input_normalization": "imagenet"})]
+
+
+# --- SLIQUE --------------------------------------------------------------------------------------
+
+@functools.cache
+def _slique_network() -> Any:
+    return tiny_network(4)
+
+
+class TestSlique(Conformance):
+    """The released SLIQUE.tar layout (CON_model: visual.* and model.encoder.<i>.*, text parts) of a tiny ResNet."""
+
+    registry_name = "slique"
+    weights_name = "SLIQUE.tar"
+    changing_settings = [("precision", "bf16")]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return released_layout(_slique_network())
+
+    def write_weights(self, folder: Path, extra: dict[str, Any] | None = None) -> Path:
+        """A flat state dict, as demo_feat.py loads it (no 'state_dict' wrapper)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / self.weights_name
+        torch.save({**self.state_dict(), **(extra or {})}, path)
+        return path
+
+    def make_extractor(self, folder: Path) -> Extractor:
+        return create_extractor("slique", weights=str(self.write_weights(folder)), backbone="resnet-tiny")
+
+    def reference(self, paths: list[Path]) -> np.ndarray:
+        return slique_reference(_slique_network(), paths)
 
 
 # --- CNNIQA --------------------------------------------------------------------------------------

@@ -63,6 +63,29 @@ class ImagesOnly(Conformance):
         return TrainingData.from_folder(tmp_path / "photos")
 
 
+class ImagesTexts(Conformance):
+    """A folder of images with their texts from the real annotation layer (content texts need a
+    label or a captioner: these images get appearance texts only)."""
+
+    @pytest.fixture
+    def training_data(self, tmp_path: Path) -> TrainingData:
+        from iqa_store.texts import annotate, texts_by_image
+        write_images(tmp_path / "photos", 4, size=(96, 128))
+        data = TrainingData.from_folder(tmp_path / "photos")
+        by_image = texts_by_image(annotate(tmp_path / "photos", progress=False))
+        texts = [by_image[path.relative_to(tmp_path / "photos").as_posix()] for path in data.paths]
+        assert all(texts)
+        return data.with_texts(texts)
+
+
+class TestSlique(ImagesTexts):
+    stage_name = "slique"
+    tiny_hyperparameters = {"backbone": "resnet-tiny", "width": 8, "embed_dim": 16, "head_dim": 16, "text_width": 32,
+                            "text_layers": 1, "text_heads": 2, "context_length": 16, "crop": 32}
+    invalid_hyperparameters = {"objective": "both"}
+    training = {"batch_size": 2, "lr": 0.05}
+
+
 class TestReiqaQuality(ImagesOnly):
     stage_name = "reiqa-quality"
     tiny_hyperparameters = {"backbone": "resnet-tiny", "patch": 32, "n_aug": 2, "queue_size": 64, "momentum": 0.9}

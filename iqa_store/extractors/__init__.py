@@ -54,6 +54,8 @@ EXTRACTORS.register("reiqa-content", "iqa_store.extractors.reiqa:ReiqaContent",
                     help="Re-IQA content encoder, full + half scale (4096-d for ResNet-50); --encoder or --weights")
 EXTRACTORS.register("reiqa-quality", "iqa_store.extractors.reiqa:ReiqaQuality",
                     help="Re-IQA quality encoder, full + half scale (4096-d for ResNet-50); --encoder or --weights")
+EXTRACTORS.register("slique", "iqa_store.extractors.slique:Slique",
+                    help="SLIQUE image encoder, L2-normalised full + half scale (4096-d for ResNet-50); --weights")
 
 
 def create_extractor(name: str, **settings: Any) -> Extractor:

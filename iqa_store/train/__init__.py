@@ -5,6 +5,10 @@ hyper-parameters that declares what data it needs, builds its model, computes it
 exports an encoder naming the extractor that reads it; ``iqa_store.train.trainer`` runs any
 stage with exact checkpoints, DDP under torchrun, progress and the registry write.
 
+Stages that learn from texts (``Data.IMAGES_TEXTS``) declare the kinds they use (``text_kinds()``,
+of ``iqa_store.texts.TEXT_KINDS``); each image's texts come from the store's annotation table
+of those images (``iqa-store annotate``'s), made on the fly when the store has none.
+
 Stages that learn from MOS (``Data.IMAGES_MOS``) are trained once per split, on that split's
 training rows only: the splits are the store's (``FeatureStore.splits``, the same a fit with
 the same protocol, split count and seed uses), and each encoder's record carries its scope.
@@ -45,6 +49,8 @@ STAGES.register("clipiqa-plus", "iqa_store.train.clipiqa_plus:ClipiqaPlusStage",
                 help="CLIP-IQA+: a 16-token CoOp context on a frozen CLIP RN50, MSE on MOS, trained per split")
 STAGES.register("qualiclip", "iqa_store.train.qualiclip:QualiclipStage",
                 help="QualiCLIP: CLIP's image encoder fine-tuned to rank pairs of crops degraded at 5 levels (no labels)")
+STAGES.register("slique", "iqa_store.train.slique:SliqueStage",
+                help="SLIQUE: joint image-text (content/distortion/appearance texts) and image-image (OLA) InfoNCE")
 
 
 def train(stage: str, *, images: str | Path | None = None, dataset: str | None = None, root: str | Path | None = None,
@@ -83,6 +89,8 @@ def train(stage: str, *, images: str | Path | None = None, dataset: str | None =
     if (images is None) == (dataset is None):
         raise ValueError("give exactly one of images (a folder) or dataset (a registered dataset name)")
     data = _unlabelled_data(images, dataset, root, dataset_options)
+    if stage_object.data is Data.IMAGES_TEXTS:
+        data = _with_texts(data, stage_object.text_kinds(), store, images, dataset, root, dataset_options, progress, log)
     return [run(stage_object, data, config, store, checkpoint_dir=checkpoint_dir, progress=progress, log=log)]
 
 
@@ -93,6 +101,33 @@ def _unlabelled_data(images: str | Path | None, dataset: str | None, root: str |
     if images is not None:
         return TrainingData.from_folder(images)
     return TrainingData.from_manifest(load_manifest(dataset, root, **(dataset_options or {})))
+
+
+def _with_texts(data: Any, kinds: Sequence[str], store: "FeatureStore", images: str | Path | None,
+                dataset: str | None, root: str | Path | None, dataset_options: dict[str, Any] | None,
+                progress: bool, log: Callable[[str], None]) -> Any:
+    """``data`` with each image's texts of ``kinds`` (what an images+texts stage's ``text_kinds()``
+    names; none: no texts needed). The texts come from the store's annotation table of these
+    images, the one ``iqa-store annotate`` keeps (same key), made and saved there first if absent."""
+    if not kinds:
+        return data
+    from iqa_store.datasets import load_manifest
+    from iqa_store.fingerprint import fingerprint
+    from iqa_store.texts import ANNOTATION_VERSION, AnnotationSettings, ImageSet, annotate, phrase_book, texts_by_image
+    image_set = (ImageSet.from_folder(images) if images is not None else
+                 ImageSet.from_manifest(load_manifest(dataset, root, **(dataset_options or {}))))
+    settings = AnnotationSettings()  # every kind: one table serves every ablation, filtered by kind below
+    key = fingerprint({"version": ANNOTATION_VERSION, "images": image_set.fingerprint(), "settings": settings.to_dict(),
+                       "phrases": phrase_book().fingerprint})
+    table = store.load_texts(image_set.name, key)
+    if table is None:
+        log(f"annotating the {len(image_set.ids)} images of {image_set.name} (no text table in {store.root} yet)")
+        table = annotate(image_set, settings, progress=progress, log=log)
+        store.save_texts(image_set.name, key, table, {"root": str(image_set.root), "images": len(image_set.ids),
+                                                      "settings": settings.to_dict(), "skipped": table.attrs["skipped"]})
+    by_image = texts_by_image(table, kinds=tuple(kinds))
+    id_of = {Path(path).resolve(): image_id for image_id, path in zip(image_set.ids, image_set.paths)}
+    return data.with_texts([by_image.get(id_of.get(Path(path).resolve(), ""), ()) for path in data.paths])
 
 
 def _split_training_data(store: "FeatureStore", dataset: str, root: str | Path | None,
