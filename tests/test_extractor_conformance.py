@@ -411,6 +411,32 @@ def _suites() -> list[type[ExtractorTests]]:
             if name.startswith("Test") and isinstance(value, type) and issubclass(value, ExtractorTests)]
 
 
+# --- MP-IQE --------------------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("tiny_clip")
+class TestMpiqe(Conformance):
+    """Learned prompts (safetensors, as training exports them) on the random-init tiny ViT its config names."""
+
+    registry_name = "mpiqe"
+    weights_name = "mpiqe.pt"
+    config: ClassVar[dict[str, Any]] = {"arch": TINY_CLIP_ARCH, "base_weights": {"random_init": True, "seed": 0},
+                                        "mpiqe": {"window": 2, "heads": 2, "decoder_layers": 1},
+                                        "mos_range": [1.0, 5.0], "feature_dim": 32}
+    changing_settings = [("crop_seed", 1), ("crops", 2), ("output", "score"),
+                         ("encoder_config", {**config, "base_weights": {"random_init": True, "seed": 1}})]
+
+    def make_extractor(self, folder: Path) -> Extractor:
+        prompts = _safetensors(self.state_dict(), folder / "model.safetensors")
+        return create_extractor("mpiqe", weights=str(prompts), encoder_config=self.config)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        from iqa_store.nets.mpiqe import MpiqeConfig, MpiqeModel
+        torch.manual_seed(0)  # the base the config names, then the learned tensors drawn after it
+        clip = _open_clip().create_model(TINY_CLIP_ARCH, pretrained=None, force_quick_gelu=True)
+        return MpiqeModel(clip, _open_clip().get_tokenizer(TINY_CLIP_ARCH),
+                          MpiqeConfig(**self.config["mpiqe"])).learned_state()
+
+
 def test_every_registered_extractor_has_a_conformance_suite() -> None:
     names, prefixes = covered_by(_suites())
     assert not names, f"registered extractors without a subclass of ExtractorTests here: {names}"

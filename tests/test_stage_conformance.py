@@ -20,7 +20,7 @@ from iqa_store.store import FeatureStore, Scope
 from iqa_store.train import STAGES
 from iqa_store.train.data import TrainingData
 from iqa_store.train.testing import StageTests
-from tests.conftest import TINY_CLIP_RN_ARCH, write_images
+from tests.conftest import TINY_CLIP_ARCH, TINY_CLIP_RN_ARCH, write_images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -127,6 +127,15 @@ class TestClipiqaPlus(TestCnniqa):
     tiny_hyperparameters = {"arch": TINY_CLIP_RN_ARCH, "pretrained": "none"}
     invalid_hyperparameters = {"n_context": 15}
     training = {"batch_size": 2, "lr": 0.5}
+
+
+@pytest.mark.usefixtures("tiny_clip")
+class TestMpiqe(TestCnniqa):
+    stage_name = "mpiqe"
+    tiny_hyperparameters = {"arch": TINY_CLIP_ARCH, "pretrained": "none", "window": 2, "heads": 2, "decoder_layers": 1,
+                            "crops": 2}
+    invalid_hyperparameters = {"scene_prompts": False, "distortion_prompts": False}
+    training = {"batch_size": 2, "lr": 1e-3}
 
 
 def test_every_registered_stage_runs_the_suite() -> None:

@@ -47,6 +47,8 @@ STAGES.register("cnniqa", "iqa_store.train.cnniqa:CnniqaStage",
                 help="CNNIQA (Kang et al. 2014): patch CNN regressing MOS, trained per split on its training rows")
 STAGES.register("clipiqa-plus", "iqa_store.train.clipiqa_plus:ClipiqaPlusStage",
                 help="CLIP-IQA+: a 16-token CoOp context on a frozen CLIP RN50, MSE on MOS, trained per split")
+STAGES.register("mpiqe", "iqa_store.train.mpiqe:MpiqeStage",
+                help="MP-IQE: deep visual + scene/distortion text prompts on a frozen CLIP ViT-B/16, trained per split")
 STAGES.register("qualiclip", "iqa_store.train.qualiclip:QualiclipStage",
                 help="QualiCLIP: CLIP's image encoder fine-tuned to rank pairs of crops degraded at 5 levels (no labels)")
 STAGES.register("slique", "iqa_store.train.slique:SliqueStage",
