@@ -331,3 +331,40 @@ def test_captioner_without_weights_offline_is_one_clear_error(tmp_path: Path, mo
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     with pytest.raises(CaptionerError, match=r"captioner 'nobody/no-such-captioner' cannot be loaded .*hf download"):
         TransformersCaptioner("nobody/no-such-captioner").caption([np.zeros((8, 8, 3), np.uint8)])
+
+
+def _tiny_blip(folder: Path, word: str) -> Path:
+    """A real BLIP captioning model, tiny and random, whose language head is biased to say ``word``
+    (written by save_pretrained, as a downloaded one would be)."""
+    import torch
+    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
+                              BlipProcessor)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "cat", "owl", "photo"]
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(words)}, bos_token="[DEC]")
+    small = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = BlipConfig(vision_config={**small, "image_size": 32, "patch_size": 16},
+                        text_config={**small, "vocab_size": len(words), "encoder_hidden_size": 16, "bos_token_id": 5,
+                                     "pad_token_id": 0, "sep_token_id": 3, "max_position_embeddings": 32},
+                        projection_dim=16)
+    torch.manual_seed(0)
+    model = BlipForConditionalGeneration(config)
+    with torch.no_grad():
+        model.text_decoder.cls.predictions.bias[words.index(word)] = 50.0
+    model.save_pretrained(folder)
+    BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def test_images_without_labels_are_captioned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = _tiny_blip(tmp_path / "blip", "owl")
+    write_image(tmp_path / "images" / "x.png", size=(40, 30), seed=1)
+    write_image(tmp_path / "images" / "y.png", size=(30, 50), seed=2)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image_id,label\nx.png,cat\n")
+    table = api.annotate(images=tmp_path / "images", labels=labels, captioner=str(model), kinds=("content",),
+                         store=tmp_path / "store", progress=False)
+    assert table[["image_id", "attribute", "text"]].values.tolist() == [
+        ["x.png", "label", "A photo of a cat."], ["y.png", "caption", "Owl" + " owl" * 29 + "."]]  # 30 new tokens at most
+    captioner = TransformersCaptioner(str(model), max_new_tokens=2)
+    assert captioner.caption([np.zeros((20, 20, 3), np.uint8)] * 3) == ["owl owl"] * 3  # greedy: the biased word

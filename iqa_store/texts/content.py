@@ -87,7 +87,7 @@ class TransformersCaptioner:
         processor, model = self.load()
         captions: list[str] = []
         for start in range(0, len(images), self.batch_size):
-            batch = [np.asarray(image) for image in images[start:start + self.batch_size]]
+            batch = [np.array(image) for image in images[start:start + self.batch_size]]  # writable copies for torch
             inputs = processor(images=batch, return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 tokens = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
