@@ -25,6 +25,7 @@ from test_clip_quality import random_prompt_features
 from test_clipiqa import pairs_of, reference_scores, reference_text_features
 from test_clipiqa import tiny_model as tiny_clip_quality_model
 from test_hf_extractors import direct, tiny_model
+from test_metaiqa import reference_features as metaiqa_reference
 from test_reiqa_extractor import published_checkpoint, random_state, reference_features
 from test_slique import reference_features as slique_reference
 from test_slique import released_layout, tiny_network
@@ -388,6 +389,32 @@ class TestCnniqa(Conformance):
 
     def reference(self, paths: list[Path]) -> np.ndarray:
         return _cnniqa_reference(self.state_dict(), paths)
+
+
+# --- MetaIQA -------------------------------------------------------------------------------------
+
+class TestMetaiqa(Conformance):
+    """Random init of a resnet-tiny network at 64 px; weights as safetensors (what training exports) or a
+    tensor-only torch file; the reference is torchvision's resize, Normalize and ResNet, the head written out."""
+
+    registry_name = "metaiqa"
+    changing_settings = [("seed", 1), ("layer", "gap"), ("output", "score"), ("size", 48)]
+    weights_name = "model.safetensors"
+    atol = 1e-4
+
+    def make_extractor(self, folder: Path) -> Extractor:
+        return create_extractor("metaiqa", random_init=True, backbone="resnet-tiny", size=64)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        from iqa_store.nets.metaiqa import MetaIQANet
+        torch.manual_seed(0)  # what random_init with seed 0 builds
+        return MetaIQANet("resnet-tiny").state_dict()
+
+    def write_weights(self, folder: Path, extra: dict[str, Any] | None = None) -> Path:
+        return TestCnniqa.write_weights(self, folder, extra)
+
+    def reference(self, paths: list[Path]) -> np.ndarray:
+        return metaiqa_reference(self.state_dict(), paths, 64)
 
 
 # --- BRISQUE -------------------------------------------------------------------------------------

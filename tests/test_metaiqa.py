@@ -375,3 +375,29 @@ def test_clip_plus_metaiqa_on_the_demo_dataset_end_to_end(prior: tuple, tiny_cli
     assert fitted.exit_code == 0, fitted.output
     rows = json.loads(fitted.output)["splits"]
     assert {row["combination"] for row in rows} == {"clip+metaiqa"} and {row["split"] for row in rows} == {0, 1}
+
+
+# --- an independent reference of the extractor (tests/test_extractor_conformance.py) ----------------------
+
+def reference_features(state: dict[str, torch.Tensor], paths: list[Path], size: int) -> np.ndarray:
+    """PIL decode, torchvision's resize (bilinear, antialiased) and Normalize, torchvision's ResNet
+    forward (its classifier included), then the head's layers written out in eval mode."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+    from torchvision.transforms.v2 import functional as TF
+    backbone = ResNet(BasicBlock, [1, 1, 1, 1], 1000).eval()
+    backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")})
+    head = {k.removeprefix("head."): v.double() for k, v in state.items() if k.startswith("head.")}
+
+    def layer(v: torch.Tensor, n: int) -> torch.Tensor:
+        v = v @ head[f"fc{n}.weight"].T + head[f"fc{n}.bias"]
+        v = (v - head[f"bn{n}.running_mean"]) / torch.sqrt(head[f"bn{n}.running_var"] + 1e-5)
+        v = v * head[f"bn{n}.weight"] + head[f"bn{n}.bias"]
+        return torch.where(v > 0, v, head[f"act{n}.weight"] * v)
+    rows = []
+    for path in paths:
+        pixels = TF.to_dtype(TF.pil_to_tensor(Image.open(path).convert("RGB")), torch.float32, scale=True)
+        resized = TF.resize(pixels, [size, size], antialias=True).clamp(0, 1)
+        normalised = TF.normalize(resized, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        with torch.no_grad():
+            rows.append(layer(layer(backbone(normalised[None]).double(), 1), 2)[0].numpy())
+    return np.stack(rows)

@@ -21,6 +21,7 @@ from iqa_store.train import STAGES
 from iqa_store.train.data import TrainingData
 from iqa_store.train.testing import StageTests
 from tests.conftest import TINY_CLIP_ARCH, TINY_CLIP_RN_ARCH, write_images
+from tests.test_metaiqa import roots_option, write_prior_datasets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -136,6 +137,37 @@ class TestMpiqe(TestCnniqa):
                             "crops": 2}
     invalid_hyperparameters = {"scene_prompts": False, "distortion_prompts": False}
     training = {"batch_size": 2, "lr": 1e-3}
+
+
+class TestMetaiqaPrior(Conformance):
+    stage_name = "metaiqa-prior"
+    tiny_hyperparameters = {"backbone": "resnet-tiny", "init": "random", "resize": 40, "crop": 32,
+                            "tasks_per_step": 2, "support_fraction": 0.5}
+    invalid_hyperparameters = {"datasets": "koniq10k"}
+    training = {"batch_size": 8, "lr": 1e-3}
+
+    @pytest.fixture
+    def training_data(self, tmp_path: Path) -> TrainingData:
+        roots = write_prior_datasets(tmp_path / "prior-data")
+        return STAGES.get(self.stage_name)(roots=roots_option(roots)).own_data()
+
+
+class TestMetaiqa(TestCnniqa):
+    stage_name = "metaiqa"
+    tiny_hyperparameters = {"backbone": "resnet-tiny", "init": "random", "resize": 40, "crop": 32, "eval_every": 2}
+    invalid_hyperparameters = {"selection": "test"}
+    training = {"batch_size": 2, "lr": 1e-3}
+
+    @pytest.fixture
+    def training_data(self, tmp_path: Path) -> TrainingData:
+        """Training rows with the split's validation rows (the weights kept so far are in every checkpoint)."""
+        folder = tmp_path / "labelled"
+        names = write_images(folder, 20, size=(48, 64))
+        pd.DataFrame({"path": names, "mos": np.linspace(1, 5, len(names))}).to_csv(folder / "labels.csv", index=False)
+        manifest = load_manifest("csv", folder, labels="labels.csv", dataset_name="tiny")
+        split = FeatureStore(tmp_path / "splits").splits(manifest, ProtocolSpec("random-70-10-20", 2, 0))[0]
+        scope = Scope("tiny", "random-70-10-20", split.key, 0)
+        return TrainingData.from_split(manifest, split.train, scope, split.val)
 
 
 def test_every_registered_stage_runs_the_suite() -> None:

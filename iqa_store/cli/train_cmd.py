@@ -57,10 +57,13 @@ def _stage_command(name: str, stage: Any) -> click.Command:
     from iqa_store.train.stage import Data
     defaults = stage.defaults
     supervised = stage.data is Data.IMAGES_MOS
-    data = [click.Option(["--dataset", "-d"], required=supervised,
-                         help="Train on this dataset's split training rows." if supervised else
-                         "Train on a registered dataset's images (labels are not used).")]
-    if supervised:
+    own_data = stage.data is Data.DATASETS_MOS  # its datasets are its own options
+    data = [] if own_data else [click.Option(["--dataset", "-d"], required=supervised,
+                                             help="Train on this dataset's split training rows." if supervised else
+                                             "Train on a registered dataset's images (labels are not used).")]
+    if own_data:
+        data += [click.Option(["--checkpoint-dir"], type=click.Path(file_okay=False), help="[default: STORE/pretrain/NAME-RUN]")]
+    elif supervised:
         data += [click.Option(["--protocol", "-p"], required=True,
                               help="Split protocol: one model per split, each on its training rows (train-all: "
                                    "every row, for cross-dataset fits)."),
@@ -92,7 +95,7 @@ def _stage_command(name: str, stage: Any) -> click.Command:
               click.Option(["--quiet", "-q"], is_flag=True, help="No progress bar.")]
     command = click.Command(name, params=params, callback=lambda **kw: _run(name, stage, kw),
                             help=(stage.__doc__ or "").strip() or None, short_help=_first_line(stage))
-    return format_option(store_option(dataset_options(command)))
+    return format_option(store_option(command if own_data else dataset_options(command)))
 
 
 def _run(name: str, stage: Any, options: dict[str, Any]) -> None:
@@ -105,7 +108,7 @@ def _run(name: str, stage: Any, options: dict[str, Any]) -> None:
         options["only_splits"] = list(options["only_splits"]) or None
     try:
         reports = api.train(
-            name, dataset_options=options.pop("dataset_options"), hyperparameters=hyper,
+            name, dataset_options=options.pop("dataset_options", None), hyperparameters=hyper,
             progress=not quiet, log=lambda line: click.echo(line, err=True),
             device=api.resolve_device(options.pop("device")),
             workers=api.default_workers() if workers is None else workers, **options)

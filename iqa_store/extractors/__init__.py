@@ -48,6 +48,8 @@ EXTRACTORS.register("hpsv2", "iqa_store.extractors.hps:HpsV2",
                     help="HPS v2 / v2.1: open_clip ViT-H/14 fine-tuned on human preferences (1024-d)")
 EXTRACTORS.register("mpiqe", "iqa_store.extractors.mpiqe:Mpiqe",
                     help="MP-IQE multimodal-encoder feature (512-d) or -s output=score, trained per split: --protocol P")
+EXTRACTORS.register("metaiqa", "iqa_store.extractors.metaiqa:Metaiqa",
+                    help="MetaIQA head penultimate (512-d; gap, logits or score as settings), trained per split: --protocol P")
 EXTRACTORS.register("qualiclip", "iqa_store.extractors.clipiqa:qualiclip",
                     help="QualiCLIP score: mean over 7 prompt pairs of softmax(100 cos); --weights qualiclip.pth")
 EXTRACTORS.register("qualiclip-embedding", "iqa_store.extractors.clipiqa:qualiclip_embedding",

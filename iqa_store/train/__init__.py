@@ -45,6 +45,10 @@ STAGES.register("reiqa-quality", "iqa_store.train.reiqa:QualityStage",
                 help="Re-IQA quality encoder: distortion chunks, OLA crops, half swap, two scales")
 STAGES.register("cnniqa", "iqa_store.train.cnniqa:CnniqaStage",
                 help="CNNIQA (Kang et al. 2014): patch CNN regressing MOS, trained per split on its training rows")
+STAGES.register("metaiqa-prior", "iqa_store.train.metaiqa:MetaiqaPriorStage",
+                help="MetaIQA prior: bi-level meta-learning over distortion-type tasks of KADID-10k and TID2013")
+STAGES.register("metaiqa", "iqa_store.train.metaiqa:MetaiqaStage",
+                help="MetaIQA fine-tuned per split on its training rows from a metaiqa-prior encoder (or ImageNet)")
 STAGES.register("clipiqa-plus", "iqa_store.train.clipiqa_plus:ClipiqaPlusStage",
                 help="CLIP-IQA+: a 16-token CoOp context on a frozen CLIP RN50, MSE on MOS, trained per split")
 STAGES.register("mpiqe", "iqa_store.train.mpiqe:MpiqeStage",
@@ -86,6 +90,12 @@ def train(stage: str, *, images: str | Path | None = None, dataset: str | None =
         return [run(stage_object, data, config, store, progress=progress, log=log)
                 for data in _split_training_data(store, dataset, root, dataset_options, protocol, splits, split_seed,
                                                  only_splits, log)]
+    if stage_object.data is Data.DATASETS_MOS:
+        if images is not None or dataset is not None or protocol is not None or root is not None or dataset_options:
+            raise ValueError(f"stage {stage} names its own training datasets (its options): give no images, "
+                             "dataset, root or protocol")
+        return [run(stage_object, stage_object.own_data(), config, store, checkpoint_dir=checkpoint_dir,
+                    progress=progress, log=log)]
     if protocol is not None:
         raise ValueError(f"stage {stage} does not learn from MOS, so it is not trained per split: leave out the protocol")
     if (images is None) == (dataset is None):
@@ -151,5 +161,5 @@ def _split_training_data(store: "FeatureStore", dataset: str, root: str | Path |
     if unknown:
         raise ValueError(f"split(s) {unknown} do not exist: {protocol} has splits 0..{len(splits) - 1}")
     log(f"{dataset}: {protocol}, {len(splits)} split(s) (key {splits[0].key}); training on split(s) {list(wanted)}")
-    return [TrainingData.from_split(manifest, splits[i].train, Scope(manifest.dataset, protocol, splits[i].key, i))
-            for i in wanted]
+    return [TrainingData.from_split(manifest, splits[i].train, Scope(manifest.dataset, protocol, splits[i].key, i),
+                                    splits[i].val) for i in wanted]

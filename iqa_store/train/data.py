@@ -39,6 +39,8 @@ class TrainingData:
     mos: tuple[float, ...] | None = None
     scope: Scope | None = None
     mos_range: tuple[float, float] | None = None  # the dataset's declared MOS scale (from_split)
+    # the split's validation rows (from_split, protocols with a val part): what a stage may select on
+    validation: "TrainingData | None" = None
     texts: tuple[tuple[str, ...], ...] | None = None  # Data.IMAGES_TEXTS: each image's annotations (with_texts)
 
     @classmethod
@@ -77,14 +79,17 @@ class TrainingData:
         return cls.from_paths(f"dataset {manifest.dataset} ({manifest.root})", paths)
 
     @classmethod
-    def from_split(cls, manifest: Any, rows: Sequence[int], scope: Scope) -> "TrainingData":
-        """The given rows (a split's training part) with their MOS, and the scope they were taken for."""
+    def from_split(cls, manifest: Any, rows: Sequence[int], scope: Scope, validation_rows: Sequence[int] = (),
+                   part: str = "train") -> "TrainingData":
+        """The given rows (a split's training part) with their MOS, and the scope they were taken for;
+        ``validation_rows`` (the split's val part, if any) become ``validation``."""
         rows = np.asarray(rows, dtype=np.int64)
         table = manifest.table.iloc[rows]
         paths = [Path(manifest.root) / p for p in table["path"]]
-        data = cls.from_paths(f"dataset {manifest.dataset} ({manifest.root}), split {scope.split} train part",
+        data = cls.from_paths(f"dataset {manifest.dataset} ({manifest.root}), split {scope.split} {part} part",
                               paths, [str(i) for i in table["image_id"]], manifest.mos[rows].tolist(), scope)
-        return dataclasses.replace(data, mos_range=tuple(float(v) for v in manifest.mos_range))
+        validation = (cls.from_split(manifest, validation_rows, scope, part="val") if len(validation_rows) else None)
+        return dataclasses.replace(data, mos_range=tuple(float(v) for v in manifest.mos_range), validation=validation)
 
     def with_texts(self, texts: Sequence[Sequence[str]]) -> "TrainingData":
         """The same images, image i with ``texts[i]``; the texts are training data, so they join the identity."""
@@ -98,6 +103,8 @@ class TrainingData:
                      "skipped": list(self.skipped)}
         if self.scope is not None:  # which rows a supervised encoder saw: the leakage audit reads these
             described["training_ids"] = list(self.ids)
+        if self.validation is not None:
+            described["validation_ids"] = list(self.validation.ids)
         return described
 
 

@@ -169,8 +169,9 @@ def _parse_roots(roots: str) -> dict[str, str]:
 @dataclass
 class _MetaiqaStage(Stage):
     backbone: str = option("resnet18", "ResNet of the network (resnet18 in the paper; resnet-tiny for tests)")
-    init: str = option("imagenet", "starting weights without a prior: imagenet (torchvision's, via torch hub's "
-                                   "cache), random, or a file of torchvision ResNet keys (safetensors / tensors)")
+    init: str = option("imagenet", "the ResNet's starting weights (metaiqa: without --prior): imagenet "
+                                   "(torchvision's, via torch hub's cache), random, or a file of torchvision ResNet "
+                                   "keys (safetensors or tensors only)")
     dropout: float = option(0.5, "dropout before the head's second and third linear layers")
     resize: int = option(TRAIN_RESIZE, "training views: the image resized to this square side first")
     crop: int = option(CROP, "training views: a random crop of this side; at extraction the whole image is resized to it")
@@ -219,8 +220,8 @@ class MetaiqaPriorStage(_MetaiqaStage):
                                                             weight_decay=0.0, schedule="constant")
 
     datasets: str = option(",".join(TASK_DATASETS), "datasets whose distortion types are the tasks, every row of each")
-    roots: str = option("", "NAME=DIR[,NAME=DIR] per dataset [default: each adapter's environment variable, "
-                            "$IQA_KADID_ROOT, $IQA_TID2013_ROOT]")
+    roots: str = option("", "NAME=DIR[,NAME=DIR]: where each dataset is (empty: each adapter's environment "
+                            "variable, $IQA_KADID_ROOT and $IQA_TID2013_ROOT)")
     tasks_per_step: int = option(5, "tasks per meta-step (the official task_num)")
     support_fraction: float = option(0.6, "share of a task's images in its support part (official 75 of 125)")
     inner_lr: float = option(1e-2, "rate of the inner (support) gradient steps")

@@ -21,12 +21,13 @@ import dataclasses
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from iqa_store.store import FeatureStore
     from iqa_store.train.data import TrainingData
 
 
@@ -43,6 +44,9 @@ class Data(str, enum.Enum):
     IMAGES = "images"  # pixels only (self-supervised)
     IMAGES_TEXTS = "images+texts"  # pixels and the store's text annotations of each image
     IMAGES_MOS = "images+mos"  # pixels and MOS of one split's training rows (supervised)
+    # pixels and MOS of every row of the datasets the stage itself names (``own_data``): a prior
+    # for OTHER datasets (MetaIQA's), unscoped, so it must never be evaluated on those datasets
+    DATASETS_MOS = "datasets+mos"
 
 
 @dataclass(frozen=True)
@@ -97,8 +101,22 @@ class Stage(ABC):
     def check(self) -> None:
         """Refuse settings that cannot work, before any data is read (ValueError)."""
 
+    def attach(self, store: "FeatureStore") -> None:
+        """Resolve what the stage reads from the store (a prior encoder) before the run is identified."""
+
+    def own_data(self) -> "TrainingData":
+        """``Data.DATASETS_MOS``: the rows of the datasets the stage's fields name."""
+        raise NotImplementedError(f"{self.name} does not name its own training data")
+
     def prepare(self, data: "TrainingData") -> None:
         """Read what the stage needs of its whole training data before the first sample (MOS statistics)."""
+
+    def batches(self, images: int, batch_size: int, seed: int, start: int, total: int, rank: int = 0,
+                world_size: int = 1) -> "Iterable[list[tuple[int, int]]]":
+        """The (epoch, image index) keys of the batches of steps ``start`` .. ``total`` - 1 on one
+        process: shuffled epochs (``StepSampler``) unless a stage composes its batches (tasks)."""
+        from iqa_store.train.data import StepSampler
+        return StepSampler(images, batch_size, seed, start, total, rank, world_size)
 
     @abstractmethod
     def build_model(self) -> "nn.Module":

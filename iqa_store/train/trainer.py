@@ -29,7 +29,7 @@ import torch
 
 from iqa_store.fingerprint import fingerprint
 from iqa_store.train import distributed
-from iqa_store.train.data import ExampleDataset, StepSampler, TrainingData, derived_seed
+from iqa_store.train.data import ExampleDataset, TrainingData, derived_seed
 from iqa_store.train.stage import Stage, StepContext
 from iqa_store.store.encoders import EncoderRecord, list_encoders, save_encoder
 from iqa_store.store.featureset import now_iso
@@ -130,6 +130,7 @@ def train(stage: Stage, images: TrainingData, config: TrainConfig, store: Featur
 def _train(stage: Stage, images: TrainingData, config: TrainConfig, store: FeatureStore, device: str,
            checkpoint_dir: str | Path | None, progress: bool, log: Callable[[str], None]) -> TrainReport:
     started = time.perf_counter()
+    stage.attach(store)  # before the run's identity: what it resolves (a prior's id) is part of it
     world = distributed.world_size()
     total = config.steps or config.epochs * (len(images.paths) // config.batch_size)
     run = _run_fingerprint(stage, images, config, total, world)
@@ -151,8 +152,7 @@ def _train(stage: Stage, images: TrainingData, config: TrainConfig, store: Featu
         trainable = torch.nn.parallel.DistributedDataParallel(
             trainable, device_ids=[device] if device.startswith("cuda") else None)
 
-    sampler = StepSampler(len(images.paths), config.batch_size, config.seed, start, total,
-                          distributed.rank(), world)
+    sampler = stage.batches(len(images.paths), config.batch_size, config.seed, start, total, distributed.rank(), world)
     loader = torch.utils.data.DataLoader(ExampleDataset(images, stage, config.seed), batch_sampler=sampler,
                                          num_workers=config.workers, collate_fn=stage.collate,
                                          worker_init_fn=_one_thread, pin_memory=device.startswith("cuda"))
