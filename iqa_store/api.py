@@ -411,7 +411,8 @@ def annotate(dataset: str | None = None, root: str | Path | None = None, images:
              dataset_options: dict[str, Any] | None = None, store: FeatureStore | str | None = None, *,
              kinds: Sequence[str] = ("content", "distortion", "appearance"), captioner: str | None = None,
              labels: str | Path | None = None, pristine: bool = False, variants: int = 1, seed: int = 0,
-             refresh: bool = False, progress: bool = True, log: Callable[[str], None] = _progress_line) -> Any:
+             refresh: bool = False, workers: int = 1, progress: bool = True,
+             log: Callable[[str], None] = _progress_line) -> Any:
     """The text table (``iqa_store.texts``) of a dataset or an image folder: read from the store, or
     made and saved there. The key covers the images (ids, sizes, mtimes), their labels and types,
     the settings and the phrase files, so any change makes a new table; ``refresh`` remakes it.
@@ -422,7 +423,8 @@ def annotate(dataset: str | None = None, root: str | Path | None = None, images:
 
     ``labels``: a CSV of ``image_id`` (or ``reference_id``) and ``label`` for content texts;
     ``captioner``: a transformers image-text-to-text model for images without a label;
-    ``pristine`` (folders only): the images are undistorted and get pristine texts.
+    ``pristine`` (folders only): the images are undistorted and get pristine texts; ``workers``:
+    processes measuring the images' appearance (not part of the key: the texts are the same).
     """
     from iqa_store.fingerprint import fingerprint
     from iqa_store.texts import ANNOTATION_VERSION, AnnotationSettings, ImageSet, phrase_book, read_label_file
@@ -443,7 +445,7 @@ def annotate(dataset: str | None = None, root: str | Path | None = None, images:
     texts = _store(store)
     table = None if refresh else texts.load_texts(image_set.name, key)
     if table is None:
-        table = make_texts(image_set, settings, progress=progress, log=log)
+        table = make_texts(image_set, settings, workers=workers, progress=progress, log=log)
         texts.save_texts(image_set.name, key, table, {"root": str(image_set.root), "images": len(image_set.ids),
                                                       "settings": settings.to_dict(), "skipped": table.attrs["skipped"]})
         table.attrs.update({"key": key})

@@ -368,3 +368,13 @@ def test_images_without_labels_are_captioned(tmp_path: Path, monkeypatch: pytest
         ["x.png", "label", "A photo of a cat."], ["y.png", "caption", "Owl" + " owl" * 29 + "."]]  # 30 new tokens at most
     captioner = TransformersCaptioner(str(model), max_new_tokens=2)
     assert captioner.caption([np.zeros((20, 20, 3), np.uint8)] * 3) == ["owl owl"] * 3  # greedy: the biased word
+
+
+@pytest.mark.slow
+def test_worker_processes_measure_the_same(mixed_folder: Path) -> None:
+    from iqa_store.texts import measure_images
+    images = ImageSet.from_folder(mixed_folder)
+    alone, _ = measure_images(images, workers=1, progress=False)
+    pooled, _ = measure_images(images, workers=2, progress=False)
+    pd.testing.assert_frame_equal(alone, pooled)
+    assert annotate(images, workers=2, progress=False).equals(annotate(images, progress=False))

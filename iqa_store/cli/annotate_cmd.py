@@ -27,13 +27,16 @@ _SHOWN = ["image_id", "kind", "attribute", "level", "text"]
               help="Distortion and appearance phrasings drawn per image and attribute.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the phrase draws.")
 @click.option("--refresh", is_flag=True, help="Make the texts again even if the store holds them.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes decoding and measuring the images (the texts do not depend on it).")
 @store_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="table: aligned columns; json: one object per text.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary line.")
 def annotate(dataset: str | None, root: str | None, dataset_options: dict[str, str], images: str | None,
              pristine: bool, labels: str | None, captioner: str | None, no_content: bool, no_distortion: bool,
-             no_appearance: bool, variants: int, seed: int, refresh: bool, store: str, fmt: str, quiet: bool) -> None:
+             no_appearance: bool, variants: int, seed: int, refresh: bool, workers: int, store: str, fmt: str,
+             quiet: bool) -> None:
     """Annotate every image with texts and keep them in the store as a table; print the table.
 
     Content: "A photo of a(n) LABEL." from a label (--labels, the csv dataset's -o labels_column=,
@@ -60,7 +63,8 @@ def annotate(dataset: str | None, root: str | None, dataset_options: dict[str, s
     if not kinds:
         raise click.UsageError("--no-content, --no-distortion and --no-appearance leave no texts to make")
     texts = api.annotate(dataset, root, images, dataset_options, store, kinds=kinds, captioner=captioner, labels=labels,
-                         pristine=pristine, variants=variants, seed=seed, refresh=refresh, progress=not quiet,
+                         pristine=pristine, variants=variants, seed=seed, refresh=refresh, workers=workers,
+                         progress=not quiet,
                          log=(lambda line: None) if quiet else (lambda line: click.echo(line, err=True)))
     rows = texts.to_dict(orient="records")
     emit(fmt, rows, lambda: table(rows, _SHOWN))

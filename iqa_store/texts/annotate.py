@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import multiprocessing
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from iqa_store.datasets.manifest import Manifest
 
 __all__ = ["ANNOTATION_VERSION", "AnnotationSettings", "ImageSet", "TABLE_COLUMNS", "TEXT_KINDS", "annotate",
-           "measure_images", "texts_by_image"]
+           "caption_images", "measure_images", "texts_by_image"]
 
 TEXT_KINDS = ("content", "distortion", "appearance")
 TABLE_COLUMNS = ("image_id", "id", "kind", "attribute", "level", "text")
@@ -147,37 +150,55 @@ def _manifest_distortions(manifest: "Manifest", book: PhraseBook) -> tuple[tuple
     return tuple(("pristine", PRISTINE_LEVEL) if is_pristine else d for d, is_pristine in zip(found, pristine))
 
 
-def measure_images(images: ImageSet, *, progress: bool = True,
-                   captioner: Captioner | None = None, caption: Sequence[bool] = ()) -> tuple[pd.DataFrame, dict[str, str], list[str]]:
-    """Decode every image once: its four appearance measures, and a caption where ``caption`` says so.
+def _measured(path: Path) -> dict[str, float] | str:
+    """The appearance measures of one image file, or why it cannot be read."""
+    try:
+        return measure_appearance(read_rgb_array(path))
+    except (ImageReadError, OSError) as error:
+        return f"{path}: {error}"
 
-    Returns the measures (``image_id`` and one column per attribute, readable images only), the
-    captions by image id, and the images that could not be read (path and reason)."""
+
+def measure_images(images: ImageSet, *, workers: int = 1, progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """Decode every image once and measure its appearance, in ``workers`` processes (1: this one).
+
+    Returns the measures (``image_id`` and one column per attribute, readable images only, in
+    order) and the images that could not be read (path and reason)."""
     from tqdm import tqdm
-    rows, captions, skipped = [], {}, []
-    wanted = list(caption) or [False] * len(images.ids)
-    pending: list[tuple[str, np.ndarray]] = []
-    batch = getattr(captioner, "batch_size", 8)
-    for image_id, path, needs_caption in tqdm(list(zip(images.ids, images.paths, wanted)), desc=f"annotate {images.name}",
-                                              unit="img", file=sys.stderr, disable=not progress, leave=False):
-        try:
-            pixels = read_rgb_array(path)
-        except (ImageReadError, OSError) as error:
-            skipped.append(f"{path}: {error}")
-            continue
-        rows.append({"image_id": image_id, **measure_appearance(pixels)})
-        if needs_caption and captioner is not None:
-            pending.append((image_id, pixels))
-            if len(pending) >= batch:
-                captions.update(_captions(captioner, pending))
-                pending = []
-    if pending and captioner is not None:
-        captions.update(_captions(captioner, pending))
-    return pd.DataFrame(rows, columns=["image_id", *APPEARANCE_ATTRIBUTES]), captions, skipped
+    paths = list(images.paths)
+    if workers > 1 and multiprocessing.current_process().daemon:
+        workers = 1  # a daemonic process (a pool or Dask nanny worker) cannot start processes
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) if workers > 1 \
+            else nullcontext() as pool:
+        results = pool.map(_measured, paths, chunksize=16) if pool is not None else map(_measured, paths)
+        measured = list(tqdm(results, total=len(paths), desc=f"annotate {images.name}", unit="img", file=sys.stderr,
+                             disable=not progress, leave=False))
+    rows = [{"image_id": i, **m} for i, m in zip(images.ids, measured) if isinstance(m, dict)]
+    return (pd.DataFrame(rows, columns=["image_id", *APPEARANCE_ATTRIBUTES]),
+            [m for m in measured if isinstance(m, str)])
 
 
-def _captions(captioner: Captioner, pending: list[tuple[str, np.ndarray]]) -> dict[str, str]:
-    return dict(zip([i for i, _ in pending], captioner.caption([p for _, p in pending])))
+def caption_images(images: ImageSet, wanted: Sequence[bool], captioner: Captioner, *,
+                   progress: bool = True) -> tuple[dict[str, str], list[str]]:
+    """Captions of the images ``wanted`` marks, by image id, in batches of the captioner's
+    ``batch_size``; and the images that could not be read."""
+    from tqdm import tqdm
+    chosen = [(i, p) for i, p, w in zip(images.ids, images.paths, wanted) if w]
+    size = int(getattr(captioner, "batch_size", 8))
+    captions: dict[str, str] = {}
+    skipped: list[str] = []
+    with tqdm(total=len(chosen), desc=f"caption {images.name}", unit="img", file=sys.stderr, disable=not progress,
+              leave=False) as bar:
+        for start in range(0, len(chosen), size):
+            batch = []
+            for image_id, path in chosen[start:start + size]:
+                try:
+                    batch.append((image_id, read_rgb_array(path)))
+                except (ImageReadError, OSError) as error:
+                    skipped.append(f"{path}: {error}")
+            if batch:
+                captions.update(zip([i for i, _ in batch], captioner.caption([p for _, p in batch])))
+            bar.update(len(chosen[start:start + size]))
+    return captions, skipped
 
 
 def _generator(seed: int, image_id: str) -> np.random.Generator:
@@ -191,14 +212,15 @@ def _pick(options: Sequence[str], count: int, rng: np.random.Generator) -> list[
 
 
 def annotate(source: "Manifest | ImageSet | str | Path", settings: AnnotationSettings = AnnotationSettings(), *,
-             captioner: Captioner | None = None, progress: bool = True,
+             captioner: Captioner | None = None, workers: int = 1, progress: bool = True,
              log: Callable[[str], None] = lambda line: None) -> pd.DataFrame:
     """The texts of every image of ``source`` (a manifest, an ``ImageSet`` or an image folder) as a
     table with ``TABLE_COLUMNS``; ``table.attrs["skipped"]`` lists unreadable images (images are only
     decoded for appearance texts and captions: without those, nothing is read but the labels).
 
-    ``captioner`` replaces the one ``settings.captioner`` names; ``log`` gets one-line notes (images
-    left without content texts, unreadable images)."""
+    ``captioner`` replaces the one ``settings.captioner`` names; ``workers`` processes measure the
+    images (captions are made in this one); ``log`` gets one-line notes (images left without
+    content texts, unreadable images)."""
     images = source if isinstance(source, ImageSet) else (
         ImageSet.from_folder(source) if isinstance(source, (str, Path)) else ImageSet.from_manifest(source))
     book = phrase_book()
@@ -207,13 +229,16 @@ def annotate(source: "Manifest | ImageSet | str | Path", settings: AnnotationSet
     if any(unlabelled) and captioner is None and settings.captioner:
         captioner = TransformersCaptioner(settings.captioner)
         captioner.load()  # fail before any work when its weights cannot be had
-    decode = "appearance" in settings.kinds or (captioner is not None and any(unlabelled))
-    if decode:
-        measures, captions, skipped = measure_images(images, progress=progress, captioner=captioner,
-                                                     caption=unlabelled)
+    if "appearance" in settings.kinds:
+        measures, skipped = measure_images(images, workers=workers, progress=progress)
     else:  # labels and types alone: no pixel is needed
-        measures, captions, skipped = pd.DataFrame({"image_id": list(images.ids)}), {}, []
+        measures, skipped = pd.DataFrame({"image_id": list(images.ids)}), []
     readable = dict(zip(measures["image_id"], range(len(measures))))
+    captions: dict[str, str] = {}
+    if captioner is not None and any(unlabelled):
+        wanted = [u and i in readable for i, u in zip(images.ids, unlabelled)]
+        captions, unread = caption_images(images, wanted, captioner, progress=progress)
+        skipped += unread
     levels = {a: tertile_levels(measures[a].tolist()) for a in APPEARANCE_ATTRIBUTES if a in measures}
     rows: list[tuple[str, str, str, str, str, str]] = []
     for image_id, label, distortion in zip(images.ids, images.labels, images.distortions):
