@@ -18,6 +18,7 @@ from PIL import Image
 from iqa_store import api
 from iqa_store.cli import cli
 from iqa_store.nets.metaiqa import MetaIQANet, eval_view
+from iqa_store.requests import RequestError
 from iqa_store.splits import ProtocolSpec
 from iqa_store.store import FeatureStore
 from iqa_store.train.metaiqa import (MetaiqaPriorStage, Task, TaskSampler, adapted_parameters, bilevel_loss,
@@ -289,6 +290,15 @@ def test_a_prior_is_refused_on_a_dataset_it_was_meta_trained_on(prior: tuple, pr
     with pytest.raises(ValueError, match="learned from the MOS of every row of kadid10k"):
         api.train("metaiqa", dataset="kadid10k", root=prior_roots["kadid10k"], protocol="random-70-10-20-by-image", splits=1,
                   store=store, hyperparameters={**FINE, "prior": prior_report.encoder.id}, **FINE_TRAINING, **QUIET)
+
+
+def test_a_prior_makes_no_features_of_a_dataset_it_was_meta_trained_on(prior: tuple,
+                                                                      prior_roots: dict[str, Path]) -> None:
+    store, prior_report = prior
+    with pytest.raises(RequestError, match="learned from the MOS of every row of tid2013"):
+        api.extract("metaiqa", "tid2013", root=prior_roots["tid2013"], weights=f"registry:{prior_report.encoder.id}",
+                    store=store, device="cpu", workers=0, **QUIET)
+    assert not store.feature_sets("tid2013")
 
 
 def test_a_prior_of_another_stage_or_network_is_refused(fine_tuned: tuple) -> None:

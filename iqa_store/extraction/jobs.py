@@ -63,6 +63,7 @@ def run_request(request: ExtractRequest, store: FeatureStore, *, progress: bool 
                          workers=default_workers() if request.workers is None else request.workers)
     reports: list[ExtractionReport] = []
     for weights in _weights(request, store, manifest):
+        _refuse_prior_datasets(weights, manifest.dataset)
         extractor = build_extractor(request.model, weights, device=device, random_init=request.random_init,
                                     precision=request.precision, **request.extractor_settings())
         reports.append(extract(manifest, extractor, store, options, shard=shard, scope=weights.scope,
@@ -76,6 +77,15 @@ def run_shard(request: ExtractRequest, store: FeatureStore, shard: tuple[int, in
     index, count = check_shard(shard)
     local = dataclasses.replace(request, scheduler=None, shards=None, shard=f"{index}/{count}")
     return run_request(local, store, progress=False, log=log)
+
+
+def _refuse_prior_datasets(weights: ResolvedWeights, dataset: str) -> None:
+    """An encoder learned from the MOS of every row of some datasets (a prior, or a model fine-tuned
+    from one: ``prior_datasets`` in its config) never makes features of those datasets."""
+    seen = weights.config.get("prior_datasets") or ()
+    if dataset in seen:
+        raise RequestError(f"{weights.label} learned from the MOS of every row of {dataset} (its prior was trained on "
+                           f"{', '.join(seen)}): its features there would score images it was trained on")
 
 
 def _check(request: ExtractRequest) -> None:
