@@ -446,7 +446,9 @@ def annotate(dataset: str | None = None, root: str | Path | None = None, images:
     table = None if refresh else texts.load_texts(image_set.name, key)
     if table is None:
         table = make_texts(image_set, settings, workers=workers, progress=progress, log=log)
-        texts.save_texts(image_set.name, key, table, {"root": str(image_set.root), "images": len(image_set.ids),
-                                                      "settings": settings.to_dict(), "skipped": table.attrs["skipped"]})
-        table.attrs.update({"key": key})
+        info = {"root": str(image_set.root), "images": len(image_set.ids), "settings": settings.to_dict(),
+                "skipped": table.attrs["skipped"]}
+        texts.save_texts(image_set.name, key, table, info)
+        table.attrs.update({"key": key, "info": info})
+    table.attrs["skipped"] = table.attrs["info"]["skipped"]
     return table

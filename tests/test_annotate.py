@@ -378,3 +378,21 @@ def test_worker_processes_measure_the_same(mixed_folder: Path) -> None:
     pooled, _ = measure_images(images, workers=2, progress=False)
     pd.testing.assert_frame_equal(alone, pooled)
     assert annotate(images, workers=2, progress=False).equals(annotate(images, progress=False))
+
+
+def test_unreadable_images_and_bad_label_files(tmp_path: Path) -> None:
+    write_image(tmp_path / "images" / "good.png", seed=1)
+    (tmp_path / "images" / "bad.jpg").write_bytes(b"not an image")
+    notes: list[str] = []
+    table = annotate(tmp_path / "images", progress=False, log=notes.append)
+    assert set(table["image_id"]) == {"good.png"} and len(table["kind"]) == 4
+    assert len(table.attrs["skipped"]) == 1 and "bad.jpg" in table.attrs["skipped"][0]
+    assert any("could not be read" in note and "bad.jpg" in note for note in notes)
+    stored = api.annotate(images=tmp_path / "images", store=tmp_path / "store", progress=False)
+    again = api.annotate(images=tmp_path / "images", store=tmp_path / "store", progress=False)
+    assert stored.attrs["skipped"] == again.attrs["skipped"] == table.attrs["skipped"]  # kept in the store
+    (tmp_path / "labels.csv").write_text("name,label\ngood.png,owl\n")
+    result = CliRunner().invoke(cli, ["annotate", "--images", str(tmp_path / "images"), "--labels",
+                                      str(tmp_path / "labels.csv"), "--store", str(tmp_path / "store")])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "needs columns image_id (or reference_id) and label" in lines[0]
