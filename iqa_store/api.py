@@ -426,8 +426,7 @@ def annotate(dataset: str | None = None, root: str | Path | None = None, images:
     ``pristine`` (folders only): the images are undistorted and get pristine texts; ``workers``:
     processes measuring the images' appearance (not part of the key: the texts are the same).
     """
-    from iqa_store.fingerprint import fingerprint
-    from iqa_store.texts import ANNOTATION_VERSION, AnnotationSettings, ImageSet, phrase_book, read_label_file
+    from iqa_store.texts import AnnotationSettings, ImageSet, annotation_key, read_label_file
     from iqa_store.texts import annotate as make_texts
     if (dataset is None) == (images is None):
         raise ValueError("annotate needs a dataset or an image folder (images), not both")
@@ -440,8 +439,7 @@ def annotate(dataset: str | None = None, root: str | Path | None = None, images:
     else:
         from iqa_store.datasets import load_manifest
         image_set = ImageSet.from_manifest(load_manifest(dataset, root, **dict(dataset_options or {})), label_map)
-    key = fingerprint({"version": ANNOTATION_VERSION, "images": image_set.fingerprint(), "settings": settings.to_dict(),
-                       "phrases": phrase_book().fingerprint})
+    key = annotation_key(image_set, settings)
     texts = _store(store)
     table = None if refresh else texts.load_texts(image_set.name, key)
     if table is None:

@@ -28,8 +28,8 @@ from iqa_store.distortions import get_bank
 from iqa_store.distortions.banks import BANK_NAMES
 from iqa_store.store import FeatureStore
 from iqa_store.texts import (APPEARANCE_ATTRIBUTES, TABLE_COLUMNS, TEXT_KINDS, AnnotationSettings, CaptionerError,
-                             ImageSet, TransformersCaptioner, annotate, measure_appearance, phrase_book,
-                             texts_by_image)
+                             ImageSet, TransformersCaptioner, annotate, annotation_key, measure_appearance,
+                             phrase_book, texts_by_image)
 from iqa_store.texts.appearance import brightness, colourfulness, contrast, fish, luma, sharpness, tertile_levels
 from iqa_store.texts.wavelet import dwt2
 
@@ -274,6 +274,7 @@ def test_store_round_trip_and_keys(tmp_path: Path, mixed_folder: Path) -> None:
     saved = store.load_texts("images", first.attrs["key"])
     pd.testing.assert_frame_equal(saved, first)
     assert store.load_texts("images").attrs["key"] == first.attrs["key"] and store.load_texts("nothing") is None
+    assert first.attrs["key"] == annotation_key(ImageSet.from_folder(mixed_folder), AnnotationSettings())
     path = store.texts_dir / "images" / f"{first.attrs['key']}.json"
     written = path.stat().st_mtime_ns
     again = api.annotate(images=mixed_folder, store=store, progress=False)  # cached: not rewritten

@@ -12,6 +12,7 @@ knows nothing of models or the store. The public surface (stable; training stage
     annotate(source: Manifest | ImageSet | str | Path, settings=AnnotationSettings(), *,
              captioner: Captioner | None = None, workers=1, progress=True, log=callable) -> pandas.DataFrame
     texts_by_image(table, kinds=TEXT_KINDS) -> dict[str, tuple[str, ...]]   # image_id -> its texts
+    annotation_key(image_set, settings) -> str   # the table's key in the store
 
 The table has one row per text: ``image_id`` (the manifest's id; for a folder, the path relative
 to it), ``id`` (``image_id/kind/attribute/n``, unique), ``kind`` (one of ``TEXT_KINDS``),
@@ -29,12 +30,12 @@ kind off by filtering the ``kind`` column (``texts_by_image(table, kinds=("conte
 """
 
 from iqa_store.texts.annotate import (ANNOTATION_VERSION, TABLE_COLUMNS, TEXT_KINDS, AnnotationSettings, ImageSet,
-                                      annotate, caption_images, measure_images, texts_by_image)
+                                      annotate, annotation_key, caption_images, measure_images, texts_by_image)
 from iqa_store.texts.appearance import APPEARANCE_ATTRIBUTES, APPEARANCE_LEVELS, measure_appearance, tertile_levels
 from iqa_store.texts.content import Captioner, CaptionerError, TransformersCaptioner, read_label_file
 from iqa_store.texts.phrases import PhraseBook, phrase_book
 
 __all__ = ["ANNOTATION_VERSION", "APPEARANCE_ATTRIBUTES", "APPEARANCE_LEVELS", "AnnotationSettings", "Captioner",
            "CaptionerError", "ImageSet", "PhraseBook", "TABLE_COLUMNS", "TEXT_KINDS", "TransformersCaptioner",
-           "annotate", "caption_images", "measure_appearance", "measure_images", "phrase_book", "read_label_file", "tertile_levels",
+           "annotate", "annotation_key", "caption_images", "measure_appearance", "measure_images", "phrase_book", "read_label_file", "tertile_levels",
            "texts_by_image"]

@@ -38,7 +38,7 @@ from iqa_store.texts.phrases import PRISTINE_LEVEL, PhraseBook, phrase_book
 if TYPE_CHECKING:
     from iqa_store.datasets.manifest import Manifest
 
-__all__ = ["ANNOTATION_VERSION", "AnnotationSettings", "ImageSet", "TABLE_COLUMNS", "TEXT_KINDS", "annotate",
+__all__ = ["ANNOTATION_VERSION", "AnnotationSettings", "ImageSet", "annotation_key", "TABLE_COLUMNS", "TEXT_KINDS", "annotate",
            "caption_images", "measure_images", "texts_by_image"]
 
 TEXT_KINDS = ("content", "distortion", "appearance")
@@ -113,6 +113,13 @@ class ImageSet:
         distortions = tuple(("pristine", PRISTINE_LEVEL) if pristine else None for _ in ids)
         return cls("images", root, ids, tuple(paths), tuple(found.get(i) for i in ids), distortions,
                    _file_identity(paths))
+
+
+def annotation_key(images: ImageSet, settings: AnnotationSettings) -> str:
+    """The key of the texts of ``images`` made with ``settings`` in a store: it changes with the
+    images (ids, sizes, mtimes, labels, types), the settings, the phrase files and ``ANNOTATION_VERSION``."""
+    return fingerprint({"version": ANNOTATION_VERSION, "images": images.fingerprint(), "settings": settings.to_dict(),
+                        "phrases": phrase_book().fingerprint})
 
 
 def _file_identity(paths: Sequence[Path]) -> tuple[tuple[int, int], ...]:
