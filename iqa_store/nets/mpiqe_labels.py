@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Sequence
 
+from iqa_store.fingerprint import fingerprint
+
 __all__ = ["CLASSES_FILE", "ClassLists", "ImageLabels", "LabelError", "LiqeLabels", "class_lists",
            "dataset_distortion_source", "dataset_distortions", "read_liqe_labels", "zero_shot_prompts"]
 
@@ -93,6 +95,11 @@ class LiqeLabels:
             raise LabelError(f"{path}: several LIQE rows with different labels match this path; give a label "
                              "folder of one dataset")
         return next(iter(found), None)
+
+    def identity(self) -> str:
+        """A fingerprint of every row's path and labels."""
+        return fingerprint(sorted([list(parts), list(labels.scenes), labels.distortion]
+                                  for parts, labels in self.by_path.items()))
 
     def _same_name(self, name: str) -> Iterable[tuple[tuple[str, ...], ImageLabels]]:
         return self._by_name().get(name, ())

@@ -164,6 +164,13 @@ class MpiqeStage(ClipStage):
         if self.labels and self.label_source != "auto":
             raise ValueError("mpiqe: --labels are read with --label-source auto")
 
+    def hyperparameters(self) -> dict[str, Any]:
+        """The fields, and with ``labels`` the content of its label files: they are training data."""
+        fields = super().hyperparameters()
+        if self.labels:
+            fields["labels_identity"] = read_liqe_labels(self.labels).identity()
+        return fields
+
     def crop_side(self) -> int:
         size = open_clip_module().get_model_config(self.arch)["vision_cfg"].get("image_size", 224)
         return int(size if isinstance(size, int) else size[0])
@@ -213,17 +220,14 @@ class MpiqeStage(ClipStage):
             known.append(ImageLabels(scenes, distortion))
         return known
 
-    def _zero_shot_labels(self, clip: nn.Module) -> None:
-        """The frozen base CLIP's argmax classes for the images still without labels (training rows only)."""
-        if not self._pending:
-            return
+    def _zero_shot_labels(self, clip: nn.Module, device: torch.device) -> None:
+        """The frozen base CLIP's argmax classes for the images still without labels (training rows only),
+        on the training device, once (the first step of a run or of a resumed run)."""
         if self.label_source == "zero-shot":
             self._label_counts = {"scene": Counter({"zero-shot": len(self._pending)}),
                                   "distortion": Counter({"zero-shot": len(self._pending)})}
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        clip = clip.to(device)
         tokenizer = open_clip_module().get_tokenizer(self.arch)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):
             texts = {family: F.normalize(clip.encode_text(tokenizer(zero_shot_prompts(family)).to(device)), dim=-1)
                      for family in ("scene", "distortion")}
             for start in range(0, len(self._pending), ZERO_SHOT_BATCH):
@@ -234,7 +238,6 @@ class MpiqeStage(ClipStage):
                 distortion = (image @ texts["distortion"].T).argmax(dim=-1).tolist()
                 for (image_id, _), s, d in zip(chunk, scene, distortion):
                     self._targets[image_id] = _filled(self._targets[image_id], s, d)
-        clip.to("cpu")
         self._pending = []
 
     def _centre_crop(self, path: Any) -> torch.Tensor:
@@ -251,9 +254,7 @@ class MpiqeStage(ClipStage):
     # --- the stage contract ---------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         base = self.base()
-        model = MpiqeModel(base.model, open_clip_module().get_tokenizer(self.arch), self.model_config())
-        self._zero_shot_labels(model.clip)
-        return model
+        return MpiqeModel(base.model, open_clip_module().get_tokenizer(self.arch), self.model_config())
 
     def sample(self, example: Example, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, str]:
         """(crops [crops, 3, side, side] CLIP-normalised, MOS mapped to [0, 1], the image id for its labels)."""
@@ -280,6 +281,8 @@ class MpiqeStage(ClipStage):
     def loss(self, model: nn.Module, trainable: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, list[str]],
              context: StepContext) -> torch.Tensor:
         crops, scores, ids = batch
+        if self._pending:
+            self._zero_shot_labels(model.clip, crops.device)
         per_image = crops.shape[1]
         output = trainable(crops.flatten(0, 1))
         targets = {key: value.repeat_interleave(per_image, dim=0)
