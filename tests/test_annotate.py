@@ -292,6 +292,20 @@ def test_store_round_trip_and_keys(tmp_path: Path, mixed_folder: Path) -> None:
     assert after.attrs["key"] != before and "grace.png" in set(after["image_id"])
 
 
+def test_store_keeps_any_text_and_refuses_a_damaged_table(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path / "store")
+    table = pd.DataFrame({"image_id": ["a, b.png", "c\"d.png", "é/f.png"], "kind": ["content"] * 3,
+                          "level": ["", "0", "low"], "text": ["A photo of a \"cat\", really.", "two\nlines", "naïve"]})
+    store.save_texts("toy", "k1", table, {"note": "x"})
+    back = store.load_texts("toy", "k1")
+    pd.testing.assert_frame_equal(back, table)
+    assert back.attrs == {"key": "k1", "info": {"note": "x"}} and store.load_texts("toy", "k2") is None
+    rows = store.texts_dir / "toy" / "k1.csv.gz"
+    rows.write_bytes(rows.read_bytes()[:20])  # cut short
+    with pytest.raises(ValueError, match="damaged store file .*k1.csv.gz"):
+        store.load_texts("toy", "k1")
+
+
 def test_cli_table_and_json(tmp_path: Path, mixed_folder: Path) -> None:
     store = ["--store", str(tmp_path / "store")]
     shown = CliRunner().invoke(cli, ["annotate", "--images", str(mixed_folder), "-q", *store])
