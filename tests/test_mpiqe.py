@@ -220,7 +220,8 @@ def test_liqe_rows_are_matched_by_path_and_mapped_to_the_classes(tmp_path: Path)
     assert first.distortion == classes.distortion.index("JPEG2000 compression")
     assert liqe.lookup("databaserelease2/wn/img1.bmp").distortion == classes.distortion.index("noise")
     assert liqe.lookup("images/7.jpg").distortion == classes.distortion.index("under-exposure")
-    assert liqe.lookup("gblur/img1.bmp") is None and liqe.lookup("elsewhere/7.JPG") is None
+    assert liqe.lookup("gblur/img1.bmp") is None  # two rows of that name, neither in that folder
+    assert liqe.lookup("512x384/7.JPG").distortion == classes.distortion.index("under-exposure")  # the only 7.JPG
     with pytest.raises(LabelError, match="several LIQE rows"):  # a bare name: two rows could be meant
         liqe.lookup("img1.bmp")
 

@@ -8,7 +8,8 @@ The 9 scene and 11 distortion classes are MP-IQE's (Pan et al. 2024, Preliminari
   the 33 raw distortion names map to the 11 classes by LIQE's ``dist_map``. Only the names are
   read, never the file's MOS. An image is matched to a row by its path: the row's path components
   are a suffix of the manifest path's, or the other way round (LIVE's ``img1.bmp`` exists in
-  five folders, so a bare file name is not enough);
+  five folders, so a bare file name is not enough), else by its file name when exactly one row
+  has that name (KonIQ's rows name ``1024x768/``, its ``-o resolution=512x384`` copy another folder);
 * a synthetic dataset's own distortion type, read from its official file layout (LIVE's and
   CSIQ's folders, KADID-10k's and TID2013's file names), mapped to the 11 classes;
 * otherwise nothing: the training stage then falls back to CLIP zero-shot pseudo-labels from the
@@ -89,8 +90,10 @@ class LiqeLabels:
     def lookup(self, path: str) -> ImageLabels | None:
         """The labels of the row whose path matches ``path`` (a manifest path), None if no row does."""
         wanted = _parts(path)
-        found = {labels for parts, labels in self._same_name(wanted[-1])
-                 if wanted[-len(parts):] == parts or parts[-len(wanted):] == wanted}
+        named = list(self._same_name(wanted[-1]))
+        found = {labels for parts, labels in named if wanted[-len(parts):] == parts or parts[-len(wanted):] == wanted}
+        if not found and len(named) == 1:  # one row of that name in another folder (KonIQ's 512x384/ copy)
+            found = {named[0][1]}
         if len(found) > 1:
             raise LabelError(f"{path}: several LIQE rows with different labels match this path; give a label "
                              "folder of one dataset")
