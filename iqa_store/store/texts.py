@@ -38,7 +38,7 @@ def save_texts(folder: Path, dataset: str, key: str, table: pd.DataFrame, info: 
         fd, tmp = tempfile.mkstemp(dir=rows.parent, prefix=f".{rows.name}.", suffix=".tmp")
         os.close(fd)
         try:
-            table.to_csv(tmp, index=False, compression={"method": "gzip", "mtime": 0})
+            table.to_csv(tmp, index=False, compression={"method": "gzip", "compresslevel": 1, "mtime": 0})
             os.replace(tmp, rows)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
