@@ -37,5 +37,5 @@ from iqa_store.texts.phrases import PhraseBook, phrase_book
 
 __all__ = ["ANNOTATION_VERSION", "APPEARANCE_ATTRIBUTES", "APPEARANCE_LEVELS", "AnnotationSettings", "Captioner",
            "CaptionerError", "ImageSet", "PhraseBook", "TABLE_COLUMNS", "TEXT_KINDS", "TransformersCaptioner",
-           "annotate", "annotation_key", "caption_images", "measure_appearance", "measure_images", "phrase_book", "read_label_file", "tertile_levels",
-           "texts_by_image"]
+           "annotate", "annotation_key", "caption_images", "measure_appearance", "measure_images", "phrase_book",
+           "read_label_file", "tertile_levels", "texts_by_image"]

@@ -21,10 +21,9 @@ import hashlib
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,8 +37,8 @@ from iqa_store.texts.phrases import PRISTINE_LEVEL, PhraseBook, phrase_book
 if TYPE_CHECKING:
     from iqa_store.datasets.manifest import Manifest
 
-__all__ = ["ANNOTATION_VERSION", "AnnotationSettings", "ImageSet", "annotation_key", "TABLE_COLUMNS", "TEXT_KINDS", "annotate",
-           "caption_images", "measure_images", "texts_by_image"]
+__all__ = ["ANNOTATION_VERSION", "AnnotationSettings", "ImageSet", "TABLE_COLUMNS", "TEXT_KINDS", "annotate",
+           "annotation_key", "caption_images", "measure_images", "texts_by_image"]
 
 TEXT_KINDS = ("content", "distortion", "appearance")
 TABLE_COLUMNS = ("image_id", "id", "kind", "attribute", "level", "text")
@@ -172,13 +171,16 @@ def measure_images(images: ImageSet, *, workers: int = 1, progress: bool = True)
     order) and the images that could not be read (path and reason)."""
     from tqdm import tqdm
     paths = list(images.paths)
-    if workers > 1 and multiprocessing.current_process().daemon:
-        workers = 1  # a daemonic process (a pool or Dask nanny worker) cannot start processes
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) if workers > 1 \
-            else nullcontext() as pool:
-        results = pool.map(_measured, paths, chunksize=16) if pool is not None else map(_measured, paths)
-        measured = list(tqdm(results, total=len(paths), desc=f"annotate {images.name}", unit="img", file=sys.stderr,
-                             disable=not progress, leave=False))
+
+    def collected(results: Iterable[dict[str, float] | str]) -> list[dict[str, float] | str]:
+        return list(tqdm(results, total=len(paths), desc=f"annotate {images.name}", unit="img", file=sys.stderr,
+                         disable=not progress, leave=False))
+
+    if workers > 1 and not multiprocessing.current_process().daemon:  # a daemon (a pool's, Dask's) cannot fork
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+            measured = collected(pool.map(_measured, paths, chunksize=16))
+    else:
+        measured = collected(map(_measured, paths))
     rows = [{"image_id": i, **m} for i, m in zip(images.ids, measured) if isinstance(m, dict)]
     return (pd.DataFrame(rows, columns=["image_id", *APPEARANCE_ATTRIBUTES]),
             [m for m in measured if isinstance(m, str)])
