@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Sequence
+from typing import Any, ClassVar, Literal, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -157,7 +157,7 @@ class SliqueStage(Stage):
     # section IV-A: SGD, lr 0.006, batch 1024, cosine decay, 30 epochs (weight decay 1e-4: the released train_.py)
     defaults: ClassVar[TrainingDefaults] = TrainingDefaults(epochs=30, batch_size=1024, lr=0.006)
 
-    objective: str = option("joint", "joint, image-image (no text tower) or image-text (no image-image head): Table IV")
+    objective: Literal["joint", "image-image", "image-text"] = option("joint", "joint, image-image (no text tower) or image-text (no image-image head): Table IV")
     alpha: float = option(0.7, "weight of the image-image loss in L_joint = (1 - alpha) L_image-text + alpha L_image-image")
     temperature: float = option(0.1, "InfoNCE temperature tau of both branches")
     backbone: str = option("resnet50", "image trunk depth (iqa_store.nets.BACKBONES)")
