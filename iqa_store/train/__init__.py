@@ -124,13 +124,11 @@ def _with_texts(data: Any, kinds: Sequence[str], store: "FeatureStore", images: 
     if not kinds:
         return data
     from iqa_store.datasets import load_manifest
-    from iqa_store.fingerprint import fingerprint
-    from iqa_store.texts import ANNOTATION_VERSION, AnnotationSettings, ImageSet, annotate, phrase_book, texts_by_image
+    from iqa_store.texts import AnnotationSettings, ImageSet, annotate, annotation_key, texts_by_image
     image_set = (ImageSet.from_folder(images) if images is not None else
                  ImageSet.from_manifest(load_manifest(dataset, root, **(dataset_options or {}))))
     settings = AnnotationSettings()  # every kind: one table serves every ablation, filtered by kind below
-    key = fingerprint({"version": ANNOTATION_VERSION, "images": image_set.fingerprint(), "settings": settings.to_dict(),
-                       "phrases": phrase_book().fingerprint})
+    key = annotation_key(image_set, settings)
     table = store.load_texts(image_set.name, key)
     if table is None:
         log(f"annotating the {len(image_set.ids)} images of {image_set.name} (no text table in {store.root} yet)")
