@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Sequence
@@ -250,13 +251,17 @@ class MetaiqaPriorStage(_MetaiqaStage):
 
     def own_data(self) -> TrainingData:
         """Every row of each dataset, MOS mapped to [0, 1] by the dataset's declared range."""
-        from iqa_store.datasets import load_manifest
+        from iqa_store.datasets import DATASETS, load_manifest
         roots = _parse_roots(self.roots)
         paths: list[Path] = []
         ids: list[str] = []
         mos: list[float] = []
         sources = []
         for dataset in self.dataset_names():
+            adapter = DATASETS.get(dataset)
+            if dataset not in roots and not os.environ.get(adapter.env_var or ""):
+                raise ValueError(f"metaiqa-prior: where is {dataset}? Give --roots {dataset}=DIR or set "
+                                 f"{adapter.env_var} (layout: {adapter.layout})")
             manifest = load_manifest(dataset, roots.get(dataset))
             low, high = manifest.mos_range
             paths += manifest.paths
