@@ -84,6 +84,7 @@ class TrainStep:
     splits: int = 10
     split_seed: int = 0
     images: str | None = None
+    datasets: list[str] | None = None  # with a protocol: only these of the pipeline's datasets
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields: steps, batch_size, lr ...
 
@@ -195,7 +196,9 @@ def run_pipeline(pipeline: Pipeline, store: Any, *, device: str = "auto", worker
 
     ``roots``: dataset name -> root folder, over the pipeline's own (the CLI's ``--root NAME=DIR``).
     """
+    from iqa_store import api
     from iqa_store.datasets import load_manifest
+    from iqa_store.store import StoreError
     run = PipelineRun()
 
     def skip(line: str) -> None:
@@ -213,20 +216,23 @@ def run_pipeline(pipeline: Pipeline, store: Any, *, device: str = "auto", worker
         log(f"dataset {manifest.dataset}: {len(manifest)} images ({manifest.info.get('labels', 'labels as published')})")
         present.append((dataset, manifest.dataset))
     run.datasets = [name for _, name in present]
-    trained = _run_training(pipeline.train, present, store, device, progress, log, skip)
+    _run_training(pipeline.train, present, store, device, progress, log, skip)
     available: dict[str, set[str]] = {name: set() for _, name in present}
     for dataset, name in present:
         for step in pipeline.extract:
             request = dataclasses.replace(step.request, dataset=dataset.name, root=dataset.root,
                                           dataset_options=dataset.options, device=device, workers=workers,
                                           **_split_fields(step.request.protocol, dataset))
-            why = _cannot_extract(request, store, trained)
+            why = _cannot_extract(request, store)
             if why:
                 if name == present[0][1]:  # say it once, not once per dataset
                     skip(f"{request.model}: {why}")
                 continue
-            from iqa_store import api
-            result = api.extract(request, store=store, progress=progress, log=log)
+            try:
+                result = api.extract(request, store=store, progress=progress, log=log)
+            except StoreError as error:  # a model trained per split whose encoders are not all in the store
+                skip(f"{request.model} on {name}: {error}")
+                continue
             for report in result if isinstance(result, list) else [result]:
                 log(report.summary())
             available[name].add(request.model)
@@ -254,10 +260,9 @@ def _split_fields(protocol: str | None, dataset: DatasetStep) -> dict[str, Any]:
 
 
 def _run_training(steps: list[TrainStep], present: list[tuple[DatasetStep, str]], store: Any, device: str,
-                  progress: bool, log: Callable[[str], None], skip: Callable[[str], None]) -> set[str]:
-    """Every training step; returns the stages that registered encoders in this run."""
+                  progress: bool, log: Callable[[str], None], skip: Callable[[str], None]) -> None:
+    """Every training step (each cached by its run's fingerprint: a re-run registers nothing new)."""
     from iqa_store.train import STAGES
-    trained = set()
     for step in steps:
         if step.stage not in STAGES:
             skip(f"train {step.stage}: not built yet (no training stage {step.stage!r} is registered; "
@@ -272,17 +277,20 @@ def _run_training(steps: list[TrainStep], present: list[tuple[DatasetStep, str]]
         else:
             jobs = [{"dataset": d.name, "root": d.root, "dataset_options": d.options,
                      "protocol": d.protocol or step.protocol, "splits": step.splits, "split_seed": step.split_seed}
-                    for d, _ in present]
+                    for d, name in present if step.datasets is None or name in step.datasets]
         from iqa_store import api
         for job in jobs:
-            for report in api.train(step.stage, store=store, hyperparameters=step.hyperparameters, progress=progress,
-                                    log=log, **job, **{"device": device, **step.training}):
+            try:
+                reports = api.train(step.stage, store=store, hyperparameters=step.hyperparameters, progress=progress,
+                                    log=log, **job, **{"device": device, **step.training})
+            except (ValueError, TypeError) as error:  # what this stage needs and the step or data do not give
+                skip(f"train {step.stage}{' on ' + job['dataset'] if 'dataset' in job else ''}: {error}")
+                continue
+            for report in reports:
                 log(report.summary())
-        trained.add(step.stage)
-    return trained
 
 
-def _cannot_extract(request: ExtractRequest, store: Any, trained: set[str]) -> str | None:
+def _cannot_extract(request: ExtractRequest, store: Any) -> str | None:
     """Why ``request`` cannot run on this machine now (model not built, weights missing), else None."""
     from iqa_store import api
     from iqa_store.extractors import EXTRACTORS
@@ -304,6 +312,7 @@ def _cannot_extract(request: ExtractRequest, store: Any, trained: set[str]) -> s
 def _run_fit(step: FitRequest, pipeline: Pipeline, index: int, available: dict[str, set[str]], store: Any,
              progress: bool, skip: Callable[[str], None]) -> list[Any]:
     from iqa_store import api
+    from iqa_store.store import StoreError
     if step.cross_dataset:
         missing = [d for d in (step.train, step.test) if d not in available]
         lacking = [] if missing else [f for f in step.features
@@ -312,7 +321,11 @@ def _run_fit(step: FitRequest, pipeline: Pipeline, index: int, available: dict[s
             skip(f"fit {step.train}->{step.test}: " + (f"dataset(s) {', '.join(map(str, missing))} not here" if missing
                                                        else f"{', '.join(lacking)} not extracted on both datasets"))
             return []
-        return [api.fit(step, store=store, progress=progress)]
+        try:
+            return [api.fit(step, store=store, progress=progress)]
+        except StoreError as error:  # sets of a per-split model, or of other settings, on one side only
+            skip(f"fit {step.train}->{step.test}: {error}")
+            return []
     outcomes = []
     for dataset, models in available.items():
         if step.datasets and dataset not in step.datasets:

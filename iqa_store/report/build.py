@@ -64,7 +64,7 @@ def build_report(runs: RunResults, spec: PaperSpec | None, folder: Path, store: 
                  notes: Sequence[str] = (), compare: Sequence[Comparison] = ()) -> Report:
     """Every table, figure and comparison of ``spec`` (a generic table when None) from ``runs``."""
     folder.mkdir(parents=True, exist_ok=True)
-    tables = list(spec.tables) if spec and spec.tables else ([generic_table(runs.table)] if len(runs.table) else [])
+    tables = [*(spec.tables if spec else ()), *([generic_table(runs.table, "all")] if len(runs.table) else [])]
     filled = [fill_table(t, runs.table) for t in tables]
     files = [path for table in filled for path in table.write(folder / "tables")]
     figures = [draw_figure(f, runs.table, runs.predictions, folder / "figures", store) for f in (spec.figures if spec else ())]

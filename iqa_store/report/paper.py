@@ -22,8 +22,8 @@
       compare:                       # paired comparisons over the same splits
         - {a: clip-vitb16, b: clip-vitb16+brisque, metric: srcc}
 
-A row may carry ``train: DATASET`` (cross-dataset: fitted on all of it, tested on the column's
-dataset) and ``protocol``. A column's ``dataset`` may be ``average`` or ``weighted-average``
+A row or a column may carry ``train: DATASET`` (cross-dataset: fitted on all of it, tested on the
+column's dataset); a row its ``protocol``. A column's ``dataset`` may be ``average`` or ``weighted-average``
 (over the table's other columns of its metric; weighted by each dataset's image count).
 Every published number becomes one ``Published`` record (value, table, row, column, metric),
 so a report can put it beside ours. Standard library only: the spec is read before anything heavy.
@@ -71,8 +71,9 @@ class Row:
     train: str | None = None  # cross-dataset: fitted on all of this dataset
 
     def dataset(self, column: "Column") -> str:
-        """The results' dataset label of this row's cell in ``column``."""
-        return f"{self.train}->{column.dataset}" if self.train else column.dataset
+        """The results' dataset label of this row's cell in ``column`` (``A->B``: fitted on A, tested on B)."""
+        train = column.train or self.train
+        return f"{train}->{column.dataset}" if train else column.dataset
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Column:
     dataset: str
     metric: str
     protocol: str | None = None
+    train: str | None = None  # a cross-dataset column: every row fitted on all of this dataset
 
     @property
     def is_average(self) -> bool:
@@ -214,9 +216,9 @@ def _row(label: str, spec: Any, table: Mapping[str, Any], where: str) -> Row:
 
 
 def _column(label: str, spec: Any, where: str) -> Column:
-    column = _mapping(spec, where, {"dataset", "metric", "protocol"}, required={"dataset", "metric"})
+    column = _mapping(spec, where, {"dataset", "metric", "protocol", "train"}, required={"dataset", "metric"})
     _check_metric(column["metric"], where)
-    return Column(str(label), str(column["dataset"]), column["metric"], column.get("protocol"))
+    return Column(str(label), str(column["dataset"]), column["metric"], column.get("protocol"), column.get("train"))
 
 
 def _figure(data: Any, where: str) -> Figure:
