@@ -411,3 +411,28 @@ def test_mpiqe_score_on_the_demo_dataset_end_to_end(tmp_path: Path) -> None:
     assert {row["combination"] for row in rows} == {"mpiqe-score"} and {row["split"] for row in rows} == {0, 1}
     assert all(np.isfinite(row["srcc"]) for row in rows)
     assert len(list_encoders(FeatureStore(tmp_path / "store"))) == 2
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_on_cpu_trains_one_split_into_one_encoder(tmp_path: Path, tiny_clip_configs: Path) -> None:
+    """Two processes (gloo) share each batch; rank 0 registers the split's encoder, with its scope."""
+    import os
+    import subprocess
+    import sys
+    root = tmp_path / "mp"
+    names = write_images(root, 10, size=(64, 80), seed=4)
+    pd.DataFrame({"path": names, "mos": np.linspace(1, 5, len(names))}).to_csv(root / "labels.csv", index=False)
+    store = tmp_path / "store"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
+               str(Path(sys.executable).parent / "iqa-store"), "train", "mpiqe", "-d", "csv", "--root", str(root),
+               "-o", "labels=labels.csv", "-o", "dataset_name=mp", "-p", "random-80-20", "--splits", "2", "--split", "1",
+               "--arch", TINY_CLIP_ARCH, "--pretrained", "none", "--window", "2", "--heads", "2",
+               "--decoder-layers", "1", "--crops", "2", "--steps", "2", "--batch-size", "2", "--device", "cpu",
+               "--workers", "0", "-q", "--store", str(store), "--format", "json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_OPENCLIP_MODEL_CONFIGS": str(tiny_clip_configs),
+           "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    [record] = list_encoders(FeatureStore(store))
+    assert record.provenance["world_size"] == 2 and record.scope.split == 1
+    assert run.stdout.count(record.id) == 2  # each rank reports the one registered encoder
