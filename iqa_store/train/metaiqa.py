@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iqa_store.nets.metaiqa import (CROP, HEAD_WIDTHS, TRAIN_RESIZE, MetaIQANet, WeightsError, eval_view,
+from iqa_store.nets.metaiqa import (CROP, HEAD_WIDTHS, TRAIN_RESIZE, MetaIQANet, eval_view,
                                     imagenet_backbone_state, load_into, read_state, train_view)
 from iqa_store.nets.resnet import BACKBONES
 from iqa_store.train.data import TrainingData, derived_seed
@@ -89,10 +89,9 @@ def adapted_parameters(model: nn.Module, parameters: Mapping[str, torch.Tensor],
     ones with an identity Jacobian; second-order: the gradient keeps its graph (create_graph).
     """
     fast = dict(parameters)
-    buffers = dict(model.named_buffers())
     inputs, targets = support
-    for _ in range(inner_steps):
-        value = loss(torch.func.functional_call(model, {**fast, **buffers}, (inputs,)), targets)
+    for _ in range(inner_steps):  # functional_call takes the buffers (BatchNorm statistics) from the model
+        value = loss(torch.func.functional_call(model, fast, (inputs,)), targets)
         grads = torch.autograd.grad(value, list(fast.values()), create_graph=second_order, allow_unused=True)
         fast = {name: weight if grad is None else weight - inner_lr * grad
                 for (name, weight), grad in zip(fast.items(), grads)}
@@ -104,12 +103,11 @@ def bilevel_loss(model: nn.Module, tasks: Sequence[Task], loss: LossFunction, in
     """The mean over ``tasks`` of the query loss at the weights adapted on the task's support set;
     its gradient with respect to the model's parameters is the meta-gradient."""
     parameters = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    buffers = dict(model.named_buffers())
     losses = []
     for task in tasks:
         fast = adapted_parameters(model, parameters, task.support, loss, inner_lr, inner_steps, second_order)
         inputs, targets = task.query
-        losses.append(loss(torch.func.functional_call(model, {**fast, **buffers}, (inputs,)), targets))
+        losses.append(loss(torch.func.functional_call(model, fast, (inputs,)), targets))
     return torch.stack(losses).mean()
 
 
