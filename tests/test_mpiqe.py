@@ -344,6 +344,27 @@ def test_the_stored_vectors_are_the_model_on_the_images_crops(trained: Any) -> N
     assert scores[3, 0] == pytest.approx(low + out.score.mean().item() * (high - low), rel=1e-4)
 
 
+def test_the_base_clip_must_be_the_one_trained_on(trained: Any, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    from iqa_store.extractors import ExtractorError, RunOptions, create_extractor
+    record = trained[2][0].encoder
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    published = {**record.config, "base_weights": {"open_clip": f"{TINY_CLIP_ARCH}:openai"}}
+    with pytest.raises(ExtractorError, match="base_weights_file"):
+        create_extractor("mpiqe", weights=str(record.weights_path), encoder_config=published).prepare(RunOptions())
+    other = tmp_path / "other.pt"
+    torch.save({"x": torch.zeros(1)}, other)
+    from_file = {**record.config, "base_weights": {"file": "clip.pt", "sha256": "0" * 64}}
+    with pytest.raises(ExtractorError, match="not the CLIP checkpoint"):
+        create_extractor("mpiqe", weights=str(record.weights_path), encoder_config=from_file,
+                         base_weights_file=str(other)).prepare(RunOptions())
+    with pytest.raises(ExtractorError, match="give it as -s base_weights_file"):
+        create_extractor("mpiqe", weights=str(record.weights_path), encoder_config=from_file).prepare(RunOptions())
+
+
 def test_its_own_score_is_evaluated_per_split_like_a_fitted_model(trained: Any) -> None:
     """A linear map of the score fitted on a split's training rows leaves SRCC and PLCC on its test
     rows those of the raw score (times the sign of the fitted slope, that of the training rows'

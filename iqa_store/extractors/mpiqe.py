@@ -111,6 +111,8 @@ class Mpiqe(Extractor):
         base = self.base_weights()
         if base.get("random_init"):
             base_identity: dict[str, Any] = {"random_init": True, "seed": int(base["seed"])}
+        elif self.base_weights_file:
+            base_identity = {"sha256": cached_sha256(self.base_weights_file)}
         elif "sha256" in base:
             base_identity = {"sha256": base["sha256"]}
         else:
@@ -139,17 +141,22 @@ class Mpiqe(Extractor):
         if base.get("random_init"):
             torch.manual_seed(int(base["seed"]))  # the seed the stage drew it from
             return create(self.arch, pretrained=None, force_quick_gelu=quick_gelu)
-        if "sha256" in base:
-            if not self.base_weights_file:
-                raise ExtractorError(f"these prompts were trained on a local CLIP checkpoint ({base.get('file')}): "
-                                     "give it as base_weights_file")
-            if cached_sha256(self.base_weights_file) != base["sha256"]:
+        if self.base_weights_file:
+            if "sha256" in base and cached_sha256(self.base_weights_file) != base["sha256"]:
                 raise ExtractorError(f"{self.base_weights_file} is not the CLIP checkpoint these prompts were "
                                      f"trained on: its sha256 differs from {base['sha256']}")
             path = self.base_weights_file
+        elif "sha256" in base:
+            raise ExtractorError(f"these prompts were trained on a local CLIP checkpoint ({base.get('file')}): "
+                                 "give it as -s base_weights_file=PATH")
         else:
             arch, _, tag = str(base["open_clip"]).partition(":")
-            path = OpenClipExtractor(arch=arch, pretrained=tag or "openai").published_weights_file()
+            try:
+                path = OpenClipExtractor(arch=arch, pretrained=tag or "openai").published_weights_file()
+            except ExtractorError as error:
+                raise ExtractorError(f"the base CLIP of these prompts ({base['open_clip']}) is not available: "
+                                     f"{error} (for mpiqe, --weights is the prompts; the CLIP checkpoint goes in "
+                                     "-s base_weights_file=PATH)") from None
         model = create(self.arch, pretrained=None, force_quick_gelu=quick_gelu)
         state = {k: v for k, v in load_state_dict(path).items() if k not in _NOT_WEIGHTS}
         try:
