@@ -149,3 +149,16 @@ def test_start_weights_load_by_layout_and_a_pickle_is_refused(tmp_path: Path) ->
     torch.save(build_trunk("resnet-tiny", 16).state_dict(), wrong)
     with pytest.raises(ValueError, match="does not fit this trunk: shape mismatches"):
         SliqueStage(**TINY, init_weights=str(wrong)).build_model()
+
+
+def test_a_table_annotate_made_with_its_own_options_is_the_one_training_uses(tmp_path: Path) -> None:
+    """`iqa-store annotate --images DIR --pristine` first: training finds that table (pristine texts)
+    instead of making one with the defaults, which would have none."""
+    write_images(tmp_path / "photos", 3, size=(72, 96))
+    store = FeatureStore(tmp_path / "store")
+    made = api.annotate(images=tmp_path / "photos", pristine=True, store=store, progress=False)
+    pristine = set(made.loc[made["attribute"] == "pristine", "text"])
+    assert pristine
+    data = _with_texts(TrainingData.from_folder(tmp_path / "photos"), ("distortion",), store, tmp_path / "photos",
+                       None, None, None, False, lambda line: None)
+    assert all(own and set(own) <= pristine for own in data.texts)

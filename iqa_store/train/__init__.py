@@ -120,16 +120,19 @@ def _with_texts(data: Any, kinds: Sequence[str], store: "FeatureStore", images: 
                 progress: bool, log: Callable[[str], None]) -> Any:
     """``data`` with each image's texts of ``kinds`` (what an images+texts stage's ``text_kinds()``
     names; none: no texts needed). The texts come from the store's annotation table of these
-    images, the one ``iqa-store annotate`` keeps (same key), made and saved there first if absent."""
+    images: the one ``iqa-store annotate`` saved last for them, else one made now with annotate's
+    defaults (and saved: a later run, or annotate, finds it)."""
     if not kinds:
         return data
     from iqa_store.datasets import load_manifest
     from iqa_store.texts import AnnotationSettings, ImageSet, annotate, annotation_key, texts_by_image
     image_set = (ImageSet.from_folder(images) if images is not None else
                  ImageSet.from_manifest(load_manifest(dataset, root, **(dataset_options or {}))))
-    settings = AnnotationSettings()  # every kind: one table serves every ablation, filtered by kind below
-    key = annotation_key(image_set, settings)
-    table = store.load_texts(image_set.name, key)
+    table = _stored_texts(store, image_set)
+    if table is None:
+        settings = AnnotationSettings()  # every kind: one table serves every ablation, filtered by kind below
+        key = annotation_key(image_set, settings)
+        table = store.load_texts(image_set.name, key)
     if table is None:
         log(f"annotating the {len(image_set.ids)} images of {image_set.name} (no text table in {store.root} yet)")
         table = annotate(image_set, settings, progress=progress, log=log)
@@ -138,6 +141,15 @@ def _with_texts(data: Any, kinds: Sequence[str], store: "FeatureStore", images: 
     by_image = texts_by_image(table, kinds=tuple(kinds))
     id_of = {Path(path).resolve(): image_id for image_id, path in zip(image_set.ids, image_set.paths)}
     return data.with_texts([by_image.get(id_of.get(Path(path).resolve(), ""), ()) for path in data.paths])
+
+
+def _stored_texts(store: "FeatureStore", image_set: Any) -> Any:
+    """The table ``iqa-store annotate`` saved last for these images (same root, every image in it),
+    whatever its options (labels, captioner, pristine); None if there is none."""
+    table = store.load_texts(image_set.name)
+    if table is None or table.attrs.get("info", {}).get("root") != str(image_set.root):
+        return None
+    return table if set(image_set.ids) <= set(table["image_id"]) else None
 
 
 def _split_training_data(store: "FeatureStore", dataset: str, root: str | Path | None,
