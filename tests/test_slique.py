@@ -28,7 +28,8 @@ TINY = {"backbone": "resnet-tiny", "width": 8, "embed_dim": 16, "head_dim": 16, 
 
 
 def _unit(rows: int, dim: int, seed: int) -> torch.Tensor:
-    return F.normalize(torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=1)
+    generator = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(rows, dim, generator=generator, dtype=torch.float64), dim=1)
 
 
 def _hand_info_nce(q: np.ndarray, k: np.ndarray, tau: float, not_negative: np.ndarray | None = None) -> float:
@@ -173,7 +174,8 @@ def test_the_joint_loss_weighs_the_two_branches_with_alpha() -> None:
 
 def test_own_texts_of_other_images_are_not_negatives() -> None:
     stage = SliqueStage(**TINY, objective="image-text")
-    examples = [Example(torch.rand(3, 64, 64), "a", texts=("cat",)), Example(torch.rand(3, 64, 64), "b", texts=("cat", "dog")),
+    examples = [Example(torch.rand(3, 64, 64), "a", texts=("cat",)),
+                Example(torch.rand(3, 64, 64), "b", texts=("cat", "dog")),
                 Example(torch.rand(3, 64, 64), "c", texts=("dog",))]
     batch = stage.collate([stage.sample(e, torch.Generator().manual_seed(0)) for e in examples])
     drawn = [stage.sample(e, torch.Generator().manual_seed(0)).text for e in examples]

@@ -100,7 +100,8 @@ def test_the_registered_encoder_is_what_the_extractor_reads(tiny_dataset: Path, 
         for path in manifest.paths:
             image = Image.open(path).convert("RGB")
             half = image.resize((image.size[0] // 2, image.size[1] // 2), Image.Resampling.BICUBIC)
-            tensors = [torch.from_numpy(np.asarray(x, dtype=np.float32) / 255).permute(2, 0, 1)[None] for x in (image, half)]
+            tensors = [torch.from_numpy(np.asarray(x, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+                       for x in (image, half)]
             rows.append(torch.cat([F.normalize(encoder.trunk(t), dim=1) for t in tensors], dim=1)[0].numpy())
     extracted = api.extract("slique", "csv", **_options(tiny_dataset), weights=f"registry:{record.id}", store=store,
                             **QUIET)

@@ -157,8 +157,9 @@ class SliqueStage(Stage):
     # section IV-A: SGD, lr 0.006, batch 1024, cosine decay, 30 epochs (weight decay 1e-4: the released train_.py)
     defaults: ClassVar[TrainingDefaults] = TrainingDefaults(epochs=30, batch_size=1024, lr=0.006)
 
-    objective: Literal["joint", "image-image", "image-text"] = option("joint", "joint, image-image (no text tower) or image-text (no image-image head): Table IV")
-    alpha: float = option(0.7, "weight of the image-image loss in L_joint = (1 - alpha) L_image-text + alpha L_image-image")
+    objective: Literal["joint", "image-image", "image-text"] = option(
+        "joint", "joint, image-image (no text tower) or image-text (no image-image head): Table IV")
+    alpha: float = option(0.7, "weight of the image-image loss: (1 - alpha) L_image-text + alpha L_image-image")
     temperature: float = option(0.1, "InfoNCE temperature tau of both branches")
     backbone: str = option("resnet50", "image trunk depth (iqa_store.nets.BACKBONES)")
     width: int = option(64, "base width of the trunk (64: torchvision's ResNet; smaller for CPU runs)")
@@ -176,7 +177,8 @@ class SliqueStage(Stage):
     ola_max: float = option(0.30, "largest overlap of the two OLA crops")
     content_texts: bool = option(True, "learn from the content texts (A photo of a(n) {label}.)")
     distortion_texts: bool = option(True, "learn from the distortion texts (synthetic type and level)")
-    appearance_texts: bool = option(True, "learn from the appearance texts (brightness, contrast, sharpness, colourfulness)")
+    appearance_texts: bool = option(True, "learn from the appearance texts (brightness, contrast, sharpness, "
+                                          "colourfulness)")
 
     # --- what the objective uses ---------------------------------------------------------------
     @property
