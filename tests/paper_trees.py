@@ -70,18 +70,19 @@ def build_trees(base: Path) -> dict[str, Path]:
     roots["spaq"] = spaq.build_release(base / "SPAQ", rows=rows)
     roots["cid2013"] = cid2013.build_release(base / "CID2013")
     roots["live"] = _live(base / "live", rng)
-    references = ["1600", "bridge", "child_swimming", "lake", "boston"]
+    references = ["1600", "bridge", "child_swimming", "lake", "boston", "aerial_city", "butter_flower",
+                  "cactus", "fisher", "geckos"]
     kinds = [("noise", "awgn", "AWGN"), ("jpeg", "jpeg", "JPEG"), ("jpeg 2000", "jpeg2000", "jpeg2000"),
              ("blur", "blur", "BLUR")]
     rows = [(ref, 4 * r + k + 1, kind, 1 + (r + k) % 5, 0.05, round(float(rng.uniform(0, 1)), 3),
              f"{folder}/{ref}.{tag}.{1 + (r + k) % 5}.png")
-            for r, ref in enumerate(references) for k, (kind, folder, tag) in enumerate(kinds)]
+            for r, ref in enumerate(references) for k, (kind, folder, tag) in enumerate(kinds[r % 2::2])]
     roots["csiq"] = csiq.build_release(base / "CSIQ", rows=rows)
     rows = [(f"I{r + 1:02d}_{t + 1:02d}_{1 + (r + t) % 5}.bmp", f"i{r + 1:02d}_{t + 1:02d}_{1 + (r + t) % 5}.bmp",
-             round(float(rng.uniform(0, 9)), 3), 0.2, f"I{r + 1:02d}.BMP") for r in range(4) for t in range(4)]
+             round(float(rng.uniform(0, 9)), 3), 0.2, f"I{r + 1:02d}.BMP") for r in range(8) for t in range(2)]
     roots["tid2013"] = tid2013.build_release(base / "tid2013", rows=rows)
     rows = [(f"I{r + 1:02d}_{t + 1:02d}_{1 + (r + t) % 5:02d}.png", f"I{r + 1:02d}.png", round(float(rng.uniform(1, 5)), 3),
-             0.5) for r in range(4) for t in range(7)]
+             0.5) for r in range(14) for t in range(2)]
     kadid.build_release(base / "kadid" / "kadid10k", rows=rows)
     roots["kadid10k"] = base / "kadid"
     roots["flive"] = _flive(base / "flive" / "database", rng)
@@ -92,12 +93,12 @@ def build_trees(base: Path) -> dict[str, Path]:
 
 def _live(base: Path, rng: np.random.Generator) -> Path:
     """LIVE release 2: entries 0-5 in jp2k/, 227-232 in jpeg/ (the release's position -> folder rule)."""
-    references = ["bikes.bmp", "parrots.bmp", "womanhat.bmp"]
+    references = [f"ref{k}.bmp" for k in range(10)]
     entries = {}
     for start, folder in ((0, "jp2k"), (227, "jpeg")):
         for k in range(N // 2):
             dmos = float(rng.uniform(5, 95))
-            entries[start + k] = (f"{folder}/img{k + 1}.bmp", references[k % 3], dmos, dmos, 8.0)
+            entries[start + k] = (f"{folder}/img{k + 1}.bmp", references[k % len(references)], dmos, dmos, 8.0)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(live, "ENTRIES", entries)
         live.build_release(base / "databaserelease2")
@@ -113,27 +114,28 @@ def _flive(database: Path, rng: np.random.Generator) -> Path:
     return database.parent
 
 
-def tiny_models(base: Path) -> dict[str, dict[str, Any]]:
-    """Extract-step keys that put a tiny network of each model's own family in its place."""
-    from test_hf_extractors import tiny_model
-    folders = {}
-    for kind in ("align", "altclip"):
-        folders[kind] = base / f"{kind}-tiny"
-        tiny_model(kind, seed=1).save_pretrained(folders[kind])
+def tiny_models(base: Path, transformers_models: bool = True) -> dict[str, dict[str, Any]]:
+    """Extract-step keys that put a tiny network of each model's own family in its place (ALIGN and
+    AltCLIP: saved tiny transformers models, built only when ``transformers_models``)."""
     vit = {"random_init": True, "settings": {"arch": TINY_CLIP_ARCH}}
     resnet = {"random_init": True, "settings": {"arch": TINY_CLIP_RN_ARCH}}
-    return {"clip-vitb16": vit, "hps": vit, "align": {"weights": str(folders["align"])},
-            "altclip": {"weights": str(folders["altclip"])}, "qualiclip": resnet, "clipiqa": resnet,
-            "clipiqa-plus": {"settings": {"arch": TINY_CLIP_RN_ARCH}}}
+    models: dict[str, dict[str, Any]] = {"clip-vitb16": vit, "hps": vit, "qualiclip": resnet, "clipiqa": resnet,
+                                         "clipiqa-plus": {"settings": {"arch": TINY_CLIP_RN_ARCH}}}
+    if transformers_models:
+        from test_hf_extractors import tiny_model
+        for kind in ("align", "altclip"):
+            tiny_model(kind, seed=1).save_pretrained(base / f"{kind}-tiny")
+            models[kind] = {"weights": str(base / f"{kind}-tiny")}
+    return models
 
 
 # training steps that finish in seconds: few steps, small networks and crops
 TINY_TRAINING = {
     "cnniqa": {"steps": 2, "batch_size": 2},
-    "reiqa-content": {"steps": 2, "batch_size": 2, "hyperparameters": {"backbone": "resnet-tiny", "queue_size": 0}},
+    "reiqa-content": {"steps": 2, "batch_size": 2, "hyperparameters": {"backbone": "resnet-tiny", "queue_size": 8}},
     "reiqa-quality": {"steps": 2, "batch_size": 2, "hyperparameters": {"backbone": "resnet-tiny", "patch": 32,
                                                                         "queue_size": 0}},
-    "clipiqa-plus": {"steps": 2, "batch_size": 2, "hyperparameters": {"arch": TINY_CLIP_RN_ARCH}},
+    "clipiqa-plus": {"steps": 2, "batch_size": 2, "hyperparameters": {"arch": TINY_CLIP_RN_ARCH, "pretrained": "none"}},
 }
 
 
@@ -158,14 +160,14 @@ def paper_spec(name: str, trees: dict[str, Path], models: dict[str, dict[str, An
     for step in spec["train"] + spec["extract"]:
         if step.get("protocol"):
             step["splits"] = splits
-    _replace_regressor(spec, "mlp", "ridge")
+    _replace_regressor(spec, "mlp", "linear")
     path = out / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
 
 def _replace_regressor(data: Any, old: str, new: str) -> None:
-    """The FC head (mlp) takes seconds per fit on CPU: the tests fit ridge, and read ridge in the
+    """The FC head (mlp) takes seconds per fit on CPU: the tests fit least squares (linear), and read it in the
     report section, everywhere the spec names the head."""
     items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
     for key, value in list(items):

@@ -2,7 +2,7 @@
 and produces every table and figure of its paper.
 
 The shipped ``pipelines/<paper>.yaml`` is run as written but for the trees' roots, tiny networks of
-each model's own family, 3 splits, a few training steps and ridge in place of the FC head (see
+each model's own family, 3 splits, a few training steps and least squares in place of the FC head (see
 ``tests/paper_trees.py``). Checked: each table's rows, columns and published numbers are in place
 (in the CSV, Markdown and LaTeX forms), each of our cells equals the mean (std) or median of the
 per-split rows read back from the run's results.csv files, the best of each column is the one
@@ -56,7 +56,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_clip_env: None) -> 
         trees = build_trees(base / "data")
         patch.setenv("IQA_REIQA_CONTENT_IMAGES", str(trees["clive"] / "Images"))
         patch.setenv("IQA_REIQA_QUALITY_IMAGES", str(trees["clive"] / "Images"))
-        yield {"base": base, "trees": trees, "models": tiny_models(base), "runs": {}, "patch": patch}
+        yield {"base": base, "trees": trees, "runs": {}}
     torch.set_num_threads(threads)
 
 
@@ -65,7 +65,8 @@ def ran(workspace: dict[str, Any], name: str) -> dict[str, Any]:
     if name not in workspace["runs"]:
         folder = workspace["base"] / name
         folder.mkdir()
-        spec = paper_spec(name, workspace["trees"], workspace["models"], folder, datasets=HERE[name])
+        models = tiny_models(folder, transformers_models=name == "onuoha2024")
+        spec = paper_spec(name, workspace["trees"], models, folder, datasets=HERE[name])
         store = FeatureStore(folder / "store")
         lines: list[str] = []
         pipeline = Pipeline.load(spec)
@@ -205,6 +206,7 @@ def check_all(done: dict[str, Any], name: str) -> list[str]:
     return check_figures(done)
 
 
+@pytest.mark.slow
 def test_onuoha2024(workspace: dict[str, Any]) -> None:
     done = ran(workspace, "onuoha2024")
     drawn = check_all(done, "onuoha2024")
@@ -218,6 +220,7 @@ def test_onuoha2024(workspace: dict[str, Any]) -> None:
     assert len(done["report"].comparisons) == 2 * 2  # two pairs on two datasets
 
 
+@pytest.mark.slow
 def test_reiqa(workspace: dict[str, Any]) -> None:
     done = ran(workspace, "reiqa")
     assert "pretraining-loss" in check_all(done, "reiqa")  # from both tiny encoders' provenance
@@ -246,6 +249,7 @@ def test_slique(workspace: dict[str, Any]) -> None:
     assert any(line.startswith("fit live->csiq") for line in done["run"].skipped)  # no SLIQUE / Re-IQA sets here
 
 
+@pytest.mark.slow
 def test_mpiqe(workspace: dict[str, Any]) -> None:
     done = ran(workspace, "mpiqe")
     check_all(done, "mpiqe")
@@ -254,7 +258,8 @@ def test_mpiqe(workspace: dict[str, Any]) -> None:
     assert math.isfinite(table.loc[("CLIP-IQA+", "LIVEC SRCC"), "ours"])  # a context trained per split
 
 
-def test_paired_comparison_is_scipys_wilcoxon(workspace: dict[str, Any]) -> None:
+@pytest.mark.slow
+def test_paired_comparison_of_a_run_is_scipys_wilcoxon(workspace: dict[str, Any]) -> None:
     from scipy import stats
     done = ran(workspace, "onuoha2024")
     rows = results_read_back(done["store"])
@@ -302,3 +307,27 @@ def test_every_shipped_paper_spec_loads_with_its_report() -> None:
         assert pipeline.report and pipeline.report.tables and pipeline.report.published
         for table in pipeline.report.tables:
             assert {p.row for p in table.published} <= {r.label for r in table.rows}
+
+
+def test_paired_comparison_is_scipys_wilcoxon_on_the_shared_splits() -> None:
+    """Rows pair up by split (and only on splits both have); p is scipy's on exactly those values."""
+    from scipy import stats
+
+    from iqa_store.report.compare import compare_rows
+    rng = np.random.default_rng(3)
+    rows = []
+    for combination, splits, shift in (("clip+brisque", range(10), 0.02), ("clip", range(1, 10), 0.0)):
+        for split in splits:
+            rows.append({"dataset": "koniq", "combination": combination, "regressor": "ridge", "protocol": "random-80-20",
+                         "split": split, "srcc": 0.8 + shift + 0.01 * rng.standard_normal(), "rmse": rng.uniform(1, 2)})
+    table = pd.DataFrame(rows)
+    [result] = compare_rows(table, "brisque+clip", "clip", "srcc")
+    a = table[table["combination"] == "clip+brisque"].set_index("split")["srcc"].loc[1:]
+    b = table[table["combination"] == "clip"].set_index("split")["srcc"]
+    assert result.n_splits == 9 and result.mean_difference == pytest.approx(float((a - b).mean()))
+    assert result.p_value == pytest.approx(stats.wilcoxon(a.to_numpy(), b.to_numpy()).pvalue)
+    assert result.wins_a == int(((a - b) > 0).sum()) and result.wins_a + result.wins_b + result.ties == 9
+    [lower] = compare_rows(table, "clip+brisque", "clip", "rmse")  # lower is better: wins flip
+    difference = (table[table["combination"] == "clip+brisque"].set_index("split")["rmse"].loc[1:] - table[
+        table["combination"] == "clip"].set_index("split")["rmse"])
+    assert lower.wins_a == int((difference < 0).sum())
