@@ -278,7 +278,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_clip_env: None) -> An
                                  splits=2, only_splits=[split], hyperparameters={**TINY, "labels": str(liqe)},
                                  store=store, **TRAINING, **QUIET)
     extracted = {output: api.extract("mpiqe", "csv", root=root, dataset_options=CSV, protocol="random-80-20",
-                                     splits=2, store=store, settings={"output": output}, device="cpu", workers=0,
+                                     splits=2, store=store, settings={"output": output, "crops": 3}, device="cpu",
+                                     workers=0,
                                      **QUIET)
                  for output in ("features", "score")}
     return root, store, reports, extracted, reads, set(names[::2])
@@ -332,9 +333,9 @@ def test_the_stored_vectors_are_the_model_on_the_images_crops(trained: Any) -> N
     model = _model(**{k: v for k, v in record.config["mpiqe"].items()})
     model.load_learned_state(record.load_state_dict(), "export")
     manifest = store.load_manifest("mp")
-    reader = create_extractor("mpiqe", weights=str(record.weights_path), encoder_config=record.config)
+    reader = create_extractor("mpiqe", weights=str(record.weights_path), encoder_config=record.config, crops=3)
     crops = reader.load_item(manifest.paths[3])
-    assert crops.shape == (8, 3, 224, 224)
+    assert crops.shape == (3, 3, 224, 224)
     with torch.no_grad():
         out = model(crops)
     low, high = manifest.mos_range
