@@ -293,6 +293,20 @@ def test_fine_tuning_starts_from_the_prior_weights(fine_tuned: tuple, tmp_path: 
     assert all(torch.equal(start[k], prior_state[k]) for k in weights)
 
 
+def test_the_head_runs_at_its_own_learning_rate(fine_tuned: tuple, tmp_path: Path) -> None:
+    """head_lr_scale 0: the head keeps the prior's weights while the backbone moves."""
+    _, root, prior_report, _ = fine_tuned
+    store = _store_with(prior_report.encoder, tmp_path / "store")
+    [report] = api.train("metaiqa", dataset="csv", root=root, dataset_options={"labels": "labels.csv",
+                         "dataset_name": "memo"}, protocol="random-70-10-20", splits=2, only_splits=[0], store=store,
+                         hyperparameters={**FINE, "prior": prior_report.encoder.id, "selection": "last",
+                                          "head_lr_scale": 0.0}, **FINE_TRAINING, **QUIET)
+    trained, prior_state = report.encoder.load_state_dict(), prior_report.encoder.load_state_dict()
+    weights = [k for k in trained if "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(trained[k], prior_state[k]) for k in weights if k.startswith("head."))
+    assert not all(torch.equal(trained[k], prior_state[k]) for k in weights if k.startswith("backbone."))
+
+
 def test_a_prior_is_refused_on_a_dataset_it_was_meta_trained_on(prior: tuple, prior_roots: dict[str, Path]) -> None:
     store, prior_report = prior
     with pytest.raises(ValueError, match="learned from the MOS of every row of kadid10k"):

@@ -33,9 +33,8 @@ Departures from the official code (``../shared/SUPERVISED.md`` 3.2-3.3), each on
   Adam only takes the outer step (its state is not shared with the inner loop);
 * tasks of both datasets are drawn together, each step a fresh support/query draw (seeded by
   the step), instead of a TID phase then a KADID phase with an unseeded 80/20 re-split;
-* one outer learning rate for the whole network (the trainer's; the official code runs the
-  head at 1e-2 and the backbone at 1e-4) and the trainer's schedules (constant for the prior,
-  cosine for fine-tuning) instead of a 0.9^(epoch/2) (0.8^(epoch/10)) factor applied again on
+* the trainer's schedules (constant for the prior, cosine for fine-tuning; the head at
+  ``head_lr_scale`` x the backbone's rate, 100 for the prior as the official 1e-2 / 1e-4) instead of a 0.9^(epoch/2) (0.8^(epoch/10)) factor applied again on
   every epoch, which compounds to about 1e-10 (1e-3) of the rate by epoch 29;
 * selection on the split's validation rows (or the last step), never on test rows: the
   official fine-tuning reports the best test SROCC over its epochs;
@@ -174,11 +173,17 @@ class _MetaiqaStage(Stage):
     dropout: float = option(0.5, "dropout before the head's second and third linear layers")
     resize: int = option(TRAIN_RESIZE, "training views: the image resized to this square side first")
     crop: int = option(CROP, "training views: a random crop of this side; at extraction the whole image is resized to it")
+    head_lr_scale: float = option(1.0, "the head's learning rate as a multiple of the backbone's (--lr)")
 
     def check_network(self) -> None:
         BACKBONES.get(self.backbone)  # RegistryError for an unknown name
-        if not 0 <= self.dropout < 1 or not 0 < self.crop <= self.resize:
-            raise ValueError(f"{self.name}: dropout must be in [0, 1) and 0 < crop <= resize")
+        if not 0 <= self.dropout < 1 or not 0 < self.crop <= self.resize or self.head_lr_scale < 0:
+            raise ValueError(f"{self.name}: dropout must be in [0, 1), 0 < crop <= resize and head_lr_scale >= 0")
+
+    def parameter_groups(self, trainable: nn.Module) -> list[dict[str, Any]]:
+        """The backbone at the schedule's rate, the head at ``head_lr_scale`` times it."""
+        return [{"params": list(trainable.backbone.parameters())},
+                {"params": list(trainable.head.parameters()), "lr_scale": self.head_lr_scale}]
 
     def new_network(self) -> MetaIQANet:
         """The network at its starting weights (``init``), after the trainer seeded torch."""
@@ -218,6 +223,8 @@ class MetaiqaPriorStage(_MetaiqaStage):
     defaults: ClassVar[TrainingDefaults] = TrainingDefaults(epochs=50, batch_size=625, lr=1e-4, optimizer="adam",
                                                             weight_decay=0.0, schedule="constant")
 
+    head_lr_scale: float = option(100.0, "the head's learning rate as a multiple of the backbone's (--lr); "
+                                         "official: 1e-2 and 1e-4")
     datasets: str = option(",".join(TASK_DATASETS), "datasets whose distortion types are the tasks, every row of each")
     roots: str = option("", "NAME=DIR[,NAME=DIR]: where each dataset is (empty: each adapter's environment "
                             "variable, $IQA_KADID_ROOT and $IQA_TID2013_ROOT)")

@@ -126,6 +126,10 @@ class Stage(ABC):
         """The part the optimiser updates and DDP wraps."""
         return model
 
+    def parameter_groups(self, trainable: "nn.Module") -> list[dict[str, Any]]:
+        """The optimiser's parameter groups; each runs at ``lr_scale`` (default 1) x the schedule's rate."""
+        return [{"params": [p for p in trainable.parameters() if p.requires_grad]}]
+
     @abstractmethod
     def sample(self, example: Example, generator: "torch.Generator") -> Any:
         """What one image contributes to a batch."""

@@ -144,7 +144,7 @@ def _train(stage: Stage, images: TrainingData, config: TrainConfig, store: Featu
     stage.prepare(images)
     torch.manual_seed(config.seed)  # identical initial weights (and queue) on every process
     model = stage.build_model().to(device)
-    optimizer = _optimizer(stage.trainable(model), config)
+    optimizer = _optimizer(stage.parameter_groups(stage.trainable(model)), config)
     folder = Path(checkpoint_dir) if checkpoint_dir else store.pretrain_dir / f"{name}-{run}"
     start, losses = _resume(folder / CHECKPOINT_FILE, run, model, optimizer, device, log)
     trainable = stage.trainable(model)
@@ -182,9 +182,10 @@ def _train(stage: Stage, images: TrainingData, config: TrainConfig, store: Featu
 
 def _step(stage: Stage, model: torch.nn.Module, trainable: torch.nn.Module, optimizer: torch.optim.Optimizer,
           batch: Any, step: int, total: int, config: TrainConfig, device: str) -> float:
+    rate = (learning_rate(step, total, config.lr, config.warmup_steps) if config.schedule == "cosine"
+            else constant_rate(step, config.lr, config.warmup_steps))
     for group in optimizer.param_groups:
-        group["lr"] = (learning_rate(step, total, config.lr, config.warmup_steps) if config.schedule == "cosine"
-                       else constant_rate(step, config.lr, config.warmup_steps))
+        group["lr"] = rate * group.get("lr_scale", 1.0)
     batch = _to_device(batch, device)
     # draws from torch's global generator (dropout) are a function of the step too, or a resumed
     # run would draw differently from one that never stopped
@@ -223,8 +224,7 @@ def _to_device(batch: Any, device: str) -> Any:
     return batch
 
 
-def _optimizer(module: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    parameters = [p for p in module.parameters() if p.requires_grad]
+def _optimizer(parameters: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
     if config.optimizer == "adam":
