@@ -18,7 +18,8 @@ from iqa_store.nets.mpiqe import MpiqeConfig, MpiqeModel
 from iqa_store.nets.openclip import open_clip_module
 
 VARIANTS = {"MP-IQE": {}, "w/o scene prompts": {"scene_prompts": False},
-            "w/o distortion prompts": {"distortion_prompts": False}, "w/o deep visual prompts": {"visual_depth": "none"},
+            "w/o distortion prompts": {"distortion_prompts": False},
+            "w/o deep visual prompts": {"visual_depth": "none"},
             "shallow visual prompts": {"visual_depth": "shallow"}}
 
 
@@ -39,9 +40,8 @@ def main() -> None:
     for name, change in VARIANTS.items():
         model = MpiqeModel(clip, tokenizer, MpiqeConfig(**change))
         learned = {k: p.numel() for k, p in model.named_parameters() if p.requires_grad}
-        part = lambda *prefixes: sum(n for k, n in learned.items() if k.startswith(prefixes))  # noqa: E731
-        print(f"| {name} | {sum(learned.values()):,} | {part('visual_prompts'):,} | "
-              f"{part('scene_context', 'distortion_context'):,} | {part('decoder', 'head'):,} |")
+        print(f"| {name} | {sum(learned.values()):,} | {_count(learned, 'visual_prompts'):,} | "
+              f"{_count(learned, 'scene_context', 'distortion_context'):,} | {_count(learned, 'decoder', 'head'):,} |")
     model = MpiqeModel(clip, tokenizer, MpiqeConfig()).to(args.device).train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-5)
     side = model.clip.visual.image_size[0] if isinstance(model.clip.visual.image_size, tuple) else 224
@@ -49,7 +49,8 @@ def main() -> None:
     for step in range(args.steps):
         started = time.perf_counter()
         output = model(pixels)
-        loss = output.score.mean() + output.scene_logits.logsumexp(-1).mean() + output.distortion_logits.logsumexp(-1).mean()
+        loss = (output.score.mean() + output.scene_logits.logsumexp(-1).mean()
+                + output.distortion_logits.logsumexp(-1).mean())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -57,6 +58,10 @@ def main() -> None:
             torch.cuda.synchronize()
         print(f"step {step}: {time.perf_counter() - started:.2f} s ({args.images} images x {args.crops} crops, "
               f"{args.device})")
+
+
+def _count(learned: dict[str, int], *prefixes: str) -> int:
+    return sum(n for name, n in learned.items() if name.startswith(prefixes))
 
 
 if __name__ == "__main__":

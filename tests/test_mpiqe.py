@@ -447,7 +447,8 @@ def test_torchrun_ddp_on_cpu_trains_one_split_into_one_encoder(tmp_path: Path, t
     store = tmp_path / "store"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
                str(Path(sys.executable).parent / "iqa-store"), "train", "mpiqe", "-d", "csv", "--root", str(root),
-               "-o", "labels=labels.csv", "-o", "dataset_name=mp", "-p", "random-80-20", "--splits", "2", "--split", "1",
+               "-o", "labels=labels.csv", "-o", "dataset_name=mp", "-p", "random-80-20", "--splits", "2",
+               "--split", "1",
                "--arch", TINY_CLIP_ARCH, "--pretrained", "none", "--window", "2", "--heads", "2",
                "--decoder-layers", "1", "--crops", "2", "--steps", "2", "--batch-size", "2", "--device", "cpu",
                "--workers", "0", "-q", "--store", str(store), "--format", "json"]

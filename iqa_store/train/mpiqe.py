@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iqa_store.nets.clip_quality import CLIP_MEAN, CLIP_STD
-from iqa_store.nets.mpiqe import MpiqeConfig, MpiqeModel, MpiqeOutput, random_crops, upscaled_to
+from iqa_store.nets.mpiqe import MpiqeConfig, MpiqeModel, MpiqeOutput, random_crops
 from iqa_store.nets.mpiqe_labels import (ImageLabels, class_lists, dataset_distortion_source, dataset_distortions,
                                          read_liqe_labels, zero_shot_prompts)
 from iqa_store.nets.openclip import open_clip_module
@@ -52,8 +52,6 @@ from iqa_store.train.data import TrainingData
 from iqa_store.train.qualiclip import ClipStage, clip_normalise
 from iqa_store.train.stage import Data, Example, Export, StepContext, TrainingDefaults, option
 
-LabelSource = Literal["auto", "zero-shot", "none"]
-ScoreLoss = Literal["smooth-l1", "l1"]
 LOW_LAMBDA_DATASETS = ("live", "csiq")  # lambda_2 = 0.1 there, 0.5 elsewhere (Training Details)
 ZERO_SHOT_BATCH = 32
 
@@ -313,7 +311,8 @@ def _target_vectors(labels: ImageLabels) -> tuple[torch.Tensor, torch.Tensor]:
     return scene, distortion
 
 
-def _filled(targets: tuple[torch.Tensor, torch.Tensor], scene: int, distortion: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _filled(targets: tuple[torch.Tensor, torch.Tensor], scene: int,
+            distortion: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-shot classes where a family has no label yet."""
     scene_target, distortion_target = targets[0].clone(), targets[1].clone()
     if not scene_target.any():
