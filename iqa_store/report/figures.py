@@ -85,9 +85,10 @@ def _trend(figure: Figure, results: pd.DataFrame, predictions: Sequence[Any], fo
         axes.grid(True, alpha=0.3)
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize=7)
+    if not drawn:
+        return DrawnFigure(figure.id, figure.title, note="no results for any of its combinations yet")
     fig.suptitle(figure.title, fontsize=10)
-    note = "" if drawn else "no results for any of its combinations yet"
-    return DrawnFigure(figure.id, figure.title, _save(fig, folder, figure.id), note)
+    return DrawnFigure(figure.id, figure.title, _save(fig, folder, figure.id))
 
 
 def logistic_scatter(axes: Any, y_true: np.ndarray, y_pred: np.ndarray, label: str, colour: str) -> None:
@@ -124,9 +125,10 @@ def _scatter(figure: Figure, results: pd.DataFrame, predictions: Sequence[Any], 
         axes.set_title(label, fontsize=9)
         if axes.get_legend_handles_labels()[0]:
             axes.legend(fontsize=7)
+    if not drawn:
+        return DrawnFigure(figure.id, figure.title, note=f"no predictions on {dataset} yet")
     fig.suptitle(f"{figure.title} (test rows of the last split)", fontsize=10)
-    note = "" if drawn else f"no predictions on {dataset} yet"
-    return DrawnFigure(figure.id, figure.title, _save(fig, folder, figure.id), note)
+    return DrawnFigure(figure.id, figure.title, _save(fig, folder, figure.id))
 
 
 def _levels(figure: Figure, results: pd.DataFrame, predictions: Sequence[Any], folder: Path, store: Any) -> DrawnFigure:

@@ -41,7 +41,7 @@ def _cell(filled: Any, cell: Any) -> str:
         ours = f"{cell.value:.4f}"
     parts = [f'<span class="ours">{ours}</span>']
     if cell.published is not None:
-        paper = f"{cell.published.value:g}" + (f" ({cell.published.std:g})" if cell.published.std is not None else "")
+        paper = cell.published.text
         difference = cell.difference
         shown = "" if not math.isfinite(difference) else \
             f' <span class="{"better" if difference >= 0 else "worse"}">{difference:+.4f}</span>'

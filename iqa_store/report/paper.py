@@ -60,6 +60,11 @@ class Published:
     column: str
     metric: str
     std: float | None = None
+    printed: str = ""  # as the paper prints it ("0.9056 (0.000)"), for the report to show
+
+    @property
+    def text(self) -> str:
+        return self.printed or (f"{self.value:g}" + (f" ({self.std:g})" if self.std is not None else ""))
 
 
 @dataclass(frozen=True)
@@ -203,7 +208,8 @@ def _table(data: Any, where: str) -> Table:
         for column, cell in zip(columns, cells):
             printed = parse_published(cell, f"{where}: published {label!r}, {column.label!r}")
             if printed is not None:
-                published.append(Published(printed[0], table_id, label, column.label, column.metric, printed[1]))
+                published.append(Published(printed[0], table_id, label, column.label, column.metric, printed[1],
+                                           " ".join(str(cell).split())))
     return Table(table_id, str(table.get("title", table_id)), statistic, rows, columns, tuple(published))
 
 

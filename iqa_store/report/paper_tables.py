@@ -102,9 +102,8 @@ class FilledTable:
             ours = f"{bold[0]}{ours}{bold[1]}"
         if cell.published is None:
             return ours
-        paper = f"{cell.published.value:g}" + (f" ({cell.published.std:g})" if cell.published.std is not None else "")
         difference = f", {cell.difference:+.4f}" if math.isfinite(cell.difference) else ""
-        return f"{ours} [paper {paper}{difference}]"
+        return f"{ours} [paper {cell.published.text}{difference}]"
 
 
 def same_combination(a: str, b: str) -> bool:
