@@ -4,7 +4,10 @@ computation, task sampling, and the prior + per-split fine-tuning without leakag
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from iqa_store.cli import cli
 from iqa_store.nets.metaiqa import MetaIQANet, eval_view
 from iqa_store.requests import RequestError
 from iqa_store.splits import ProtocolSpec
-from iqa_store.store import FeatureStore
+from iqa_store.store import FeatureStore, list_encoders
 from iqa_store.train.metaiqa import (MetaiqaPriorStage, Task, TaskSampler, adapted_parameters, bilevel_loss,
                                      distortion_task)
 from tests.conftest import TINY_CLIP_ARCH, write_images
@@ -384,6 +387,29 @@ def test_model_selection_never_reads_test_rows(fine_tuned: tuple, tmp_path: Path
     expected, actual = clean.load_state_dict(), test_run.load_state_dict()
     assert [k for k in expected if not torch.equal(expected[k], actual[k])] == []
     assert runs["val"].encoder.config["selection"]["validation_srcc"] != clean.config["selection"]["validation_srcc"]
+
+
+@pytest.mark.slow
+def test_torchrun_deals_the_tasks_and_averages_the_meta_gradient(prior_roots: dict[str, Path], tmp_path: Path) -> None:
+    """Two processes (gloo, CPU) with one task each end with the weights of one process with both."""
+    args = ["train", "metaiqa-prior", "--roots", roots_option(prior_roots), "--backbone", "resnet-tiny", "--init",
+            "random", "--resize", "40", "--crop", "32", "--dropout", "0", "--tasks-per-step", "2", "--support-fraction",
+            "0.5", "--steps", "2", "--batch-size", "8", "--lr", "1e-3", "--device", "cpu", "--workers", "0", "-q"]
+    iqa_store_cli = str(Path(sys.executable).parent / "iqa-store")
+    runs = {"ddp": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    "--no-python", iqa_store_cli], "single": [iqa_store_cli]}
+    weights = {}
+    for name, launcher in runs.items():
+        store = tmp_path / name
+        done = subprocess.run([*launcher, *args, "--store", str(store)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        [record] = list_encoders(FeatureStore(store))
+        assert record.provenance["world_size"] == (2 if name == "ddp" else 1)
+        weights[name] = record.load_state_dict()
+    learned = [k for k in weights["single"] if "running" not in k and "num_batches" not in k]
+    for key in learned:  # BatchNorm's running statistics are each process's own, as in any DDP run
+        torch.testing.assert_close(weights["ddp"][key], weights["single"][key], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

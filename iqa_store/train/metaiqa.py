@@ -10,20 +10,23 @@ rate ``inner_lr`` on the support loss from the shared weights; the query loss at
 weights, averaged over the tasks, is what the trainer's optimiser (Adam) minimises. First-order
 by default (the support gradients are constants of the outer gradient: FOMAML), exact
 second-order with ``--second-order`` (differentiated through the inner steps). Targets: each
-dataset's MOS mapped to [0, 1] by its declared range, against the sigmoid output, MSE.
+dataset's MOS mapped to [0, 1] by its declared range, against the sigmoid output, MSE. Under
+torchrun a step's tasks are dealt to the processes (``tasks_per_step`` must divide among them)
+and the meta-gradient is averaged over them (``shared_weights``).
 
 A prior learns from the MOS of every row of its datasets: features of the prior, or of a model
 fine-tuned from it, must never be evaluated on those datasets. The export records them
-(``prior_datasets``) and ``metaiqa`` refuses to fine-tune on one of them except with
-``--protocol train-all`` (no test rows; a cross-dataset training side).
+(``prior_datasets``); ``metaiqa`` refuses to fine-tune on one of them except with ``--protocol
+train-all`` (no test rows; a cross-dataset training side), and extraction refuses them.
 
 ``metaiqa`` (``Data.IMAGES_MOS``) fine-tunes the whole network per split on that split's
-training rows (MSE between the sigmoid output and the MOS mapped to [0, 1] by the training rows'
-own minimum and maximum: the official code divides CLIVE's by 100), from ``--prior`` (a registry encoder of ``metaiqa-prior``) or from ImageNet weights.
-Model selection: with ``selection=validation`` (the default) the weights with the best SRCC on
-the split's validation rows, checked every ``eval_every`` steps and after the last one; a
-protocol without validation rows keeps the weights of the last step (a fixed epoch count). Test
-rows are never read: they are not in the data a stage receives.
+training rows, from ``--prior`` (a registry encoder of ``metaiqa-prior``) or from ImageNet
+weights: MSE between the sigmoid output and the MOS mapped to [0, 1] by the training rows' own
+minimum and maximum (the official code divides CLIVE's by 100). Model selection: with
+``selection=validation`` (the default) the weights with the best SRCC on the split's
+validation rows, checked every ``eval_every`` steps and after the last one; a protocol without
+validation rows keeps the weights of the last step (a fixed epoch count). Test rows are never
+read: they are not in the data a stage receives.
 
 Departures from the official code (``../shared/SUPERVISED.md`` 3.2-3.3), each on purpose:
 
@@ -34,13 +37,13 @@ Departures from the official code (``../shared/SUPERVISED.md`` 3.2-3.3), each on
 * tasks of both datasets are drawn together, each step a fresh support/query draw (seeded by
   the step), instead of a TID phase then a KADID phase with an unseeded 80/20 re-split;
 * the trainer's schedules (constant for the prior, cosine for fine-tuning; the head at
-  ``head_lr_scale`` x the backbone's rate, 100 for the prior as the official 1e-2 / 1e-4) instead of a 0.9^(epoch/2) (0.8^(epoch/10)) factor applied again on
-  every epoch, which compounds to about 1e-10 (1e-3) of the rate by epoch 29;
+  ``head_lr_scale`` x the backbone's rate, 100 for the prior as the official 1e-2 / 1e-4)
+  instead of a 0.9^(epoch/2) (fine-tuning: 0.8^(epoch/10)) factor applied again on every
+  epoch, which compounds to about 1e-10 (1e-3) of the rate by epoch 29;
 * selection on the split's validation rows (or the last step), never on test rows: the
   official fine-tuning reports the best test SROCC over its epochs;
 * weights are safetensors, never whole-module pickles.
 """
-
 from __future__ import annotations
 
 import copy
@@ -58,6 +61,7 @@ from torch import nn
 from iqa_store.nets.metaiqa import (CROP, HEAD_WIDTHS, TRAIN_RESIZE, MetaIQANet, eval_view,
                                     imagenet_backbone_state, load_into, read_state, train_view)
 from iqa_store.nets.resnet import BACKBONES
+from iqa_store.train import distributed
 from iqa_store.train.data import TrainingData, derived_seed
 from iqa_store.train.stage import Data, Example, Export, Stage, StepContext, TrainingDefaults, option
 
@@ -79,8 +83,8 @@ class Task:
     query: tuple[torch.Tensor, torch.Tensor]
 
 
-def adapted_parameters(model: nn.Module, parameters: Mapping[str, torch.Tensor], support: tuple[torch.Tensor, torch.Tensor],
-                       loss: LossFunction, inner_lr: float, inner_steps: int,
+def adapted_parameters(model: nn.Module, parameters: Mapping[str, torch.Tensor],
+                       support: tuple[torch.Tensor, torch.Tensor], loss: LossFunction, inner_lr: float, inner_steps: int,
                        second_order: bool) -> dict[str, torch.Tensor]:
     """``parameters`` after ``inner_steps`` gradient steps of rate ``inner_lr`` on the support loss.
 
@@ -98,16 +102,43 @@ def adapted_parameters(model: nn.Module, parameters: Mapping[str, torch.Tensor],
 
 
 def bilevel_loss(model: nn.Module, tasks: Sequence[Task], loss: LossFunction, inner_lr: float,
-                 inner_steps: int = 1, second_order: bool = False) -> torch.Tensor:
+                 inner_steps: int = 1, second_order: bool = False,
+                 parameters: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
     """The mean over ``tasks`` of the query loss at the weights adapted on the task's support set;
-    its gradient with respect to the model's parameters is the meta-gradient."""
-    parameters = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    its gradient with respect to the model's parameters is the meta-gradient. ``parameters``: the
+    shared weights as tensors standing for the model's (default: its trainable parameters)."""
+    if parameters is None:
+        parameters = {name: p for name, p in model.named_parameters() if p.requires_grad}
     losses = []
     for task in tasks:
         fast = adapted_parameters(model, parameters, task.support, loss, inner_lr, inner_steps, second_order)
         inputs, targets = task.query
         losses.append(loss(torch.func.functional_call(model, fast, (inputs,)), targets))
     return torch.stack(losses).mean()
+
+
+class _AveragedGradient(torch.autograd.Function):
+    """Identity forward; backward: the gradient averaged over the processes. The meta-update runs
+    the model through ``functional_call``, never through its DDP wrapper, so DDP's own gradient
+    hooks do not fire: the shared weights enter the loss through this function instead."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        averaged = grad.contiguous().clone()
+        torch.distributed.all_reduce(averaged)
+        return averaged / torch.distributed.get_world_size()
+
+
+def shared_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's trainable parameters, their gradients averaged over the processes under DDP."""
+    parameters = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if not distributed.active():
+        return parameters
+    return {name: _AveragedGradient.apply(p) for name, p in parameters.items()}
 
 
 # --- tasks ------------------------------------------------------------------------------------------
@@ -124,10 +155,12 @@ def distortion_task(image_id: str) -> str:
 
 @dataclass(frozen=True)
 class TaskSampler:
-    """Each step: ``tasks_per_step`` distinct tasks, ``per_task`` distinct images of each, task by task.
+    """Each step: ``tasks_per_step`` distinct tasks, ``per_task`` distinct images of each, task by task;
+    process ``rank`` of ``world_size`` takes every world_size-th task.
 
-    The draw depends on (seed, step) only, so a resumed run draws what an uninterrupted one does;
-    the epoch of a key (what a sample's own random draws depend on) is step // steps_per_epoch.
+    The draw depends on (seed, step) only, so a resumed run draws what an uninterrupted one does
+    (and every process draws the same); the epoch of a key (what a sample's own random draws
+    depend on) is step // steps_per_epoch.
     """
 
     tasks: tuple[tuple[int, ...], ...]
@@ -137,6 +170,8 @@ class TaskSampler:
     start: int
     total: int
     steps_per_epoch: int
+    rank: int = 0
+    world_size: int = 1
 
     def __len__(self) -> int:
         return max(0, self.total - self.start)
@@ -146,9 +181,12 @@ class TaskSampler:
             generator = torch.Generator().manual_seed(derived_seed(self.seed, step, 3))
             epoch = step // self.steps_per_epoch
             keys = []
-            for task in torch.randperm(len(self.tasks), generator=generator)[:self.tasks_per_step].tolist():
+            drawn = torch.randperm(len(self.tasks), generator=generator)[:self.tasks_per_step].tolist()
+            for order, task in enumerate(drawn):
                 images = self.tasks[task]
-                keys += [(epoch, images[i]) for i in torch.randperm(len(images), generator=generator)[:self.per_task]]
+                chosen = torch.randperm(len(images), generator=generator)[:self.per_task]
+                if order % self.world_size == self.rank:
+                    keys += [(epoch, images[i]) for i in chosen]
             yield keys
 
 
@@ -172,7 +210,8 @@ class _MetaiqaStage(Stage):
                                    "keys (safetensors or tensors only)")
     dropout: float = option(0.5, "dropout before the head's second and third linear layers")
     resize: int = option(TRAIN_RESIZE, "training views: the image resized to this square side first")
-    crop: int = option(CROP, "training views: a random crop of this side; at extraction the whole image is resized to it")
+    crop: int = option(CROP, "training views: a random crop of this side; at extraction the whole image is "
+                             "resized to it")
     head_lr_scale: float = option(1.0, "the head's learning rate as a multiple of the backbone's (--lr)")
 
     def check_network(self) -> None:
@@ -286,9 +325,9 @@ class MetaiqaPriorStage(_MetaiqaStage):
 
     def batches(self, images: int, batch_size: int, seed: int, start: int, total: int, rank: int = 0,
                 world_size: int = 1) -> TaskSampler:
-        if world_size != 1:
-            raise ValueError("metaiqa-prior runs in one process (its inner steps are not synchronised between "
-                             "processes); the metaiqa fine-tuning stage runs under torchrun")
+        if self.tasks_per_step % world_size:
+            raise ValueError(f"metaiqa-prior: tasks_per_step {self.tasks_per_step} does not divide among "
+                             f"{world_size} processes (each takes whole tasks)")
         if batch_size % self.tasks_per_step:
             raise ValueError(f"metaiqa-prior: batch size {batch_size} (images per meta-step) must be a multiple of "
                              f"tasks_per_step {self.tasks_per_step}")
@@ -302,7 +341,8 @@ class MetaiqaPriorStage(_MetaiqaStage):
                              f"more than these tasks have: {', '.join(small[:5])}")
         self._per_task = per_task
         self._split_sizes()  # refuses an empty support or query part before the first step
-        return TaskSampler(self._tasks, self.tasks_per_step, per_task, seed, start, total, max(1, images // batch_size))
+        return TaskSampler(self._tasks, self.tasks_per_step, per_task, seed, start, total, max(1, images // batch_size),
+                           rank, world_size)
 
     def _split_sizes(self) -> tuple[int, int]:
         support = int(round(self.support_fraction * self._per_task))
@@ -320,7 +360,9 @@ class MetaiqaPriorStage(_MetaiqaStage):
         support, _ = self._split_sizes()
         tasks = [Task((x[:support], y[:support]), (x[support:], y[support:]))
                  for x, y in zip(images.split(self._per_task), targets.split(self._per_task))]
-        return bilevel_loss(trainable, tasks, F.mse_loss, self.inner_lr, self.inner_steps, self.second_order)
+        model = getattr(trainable, "module", trainable)  # under DDP: the wrapped network (see shared_weights)
+        return bilevel_loss(model, tasks, F.mse_loss, self.inner_lr, self.inner_steps, self.second_order,
+                            shared_weights(model))
 
     def export(self, model: nn.Module) -> Export:
         datasets = sorted({name.split("/")[0] for name in self._task_names})
