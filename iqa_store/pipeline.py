@@ -72,7 +72,6 @@ class ExtractStep:
     """An extraction for every dataset of the pipeline; ``request`` has the dataset left empty."""
 
     request: ExtractRequest
-    optional: bool = False  # kept from before every missing model became a skip; says so in the line
 
 
 @dataclass(frozen=True)
@@ -156,13 +155,13 @@ def _require_mapping(data: Any, where: str) -> None:
 def _extract_step(data: dict[str, Any], where: str) -> ExtractStep:
     _require_mapping(data, where)
     data = dict(data)
-    optional = bool(data.pop("optional", False))
+    data.pop("optional", None)  # from before every model whose weights are absent was skipped: accepted, changes nothing
     if "encoder" in data:  # the key before weights took registry: names
         data["weights"] = f"registry:{data.pop('encoder')}"
     for key in ("dataset", "root", "dataset_options"):
         if key in data:
             raise RequestError(f"{where}: {key!r} comes from the pipeline's datasets list, not from a step")
-    return ExtractStep(request_from_mapping(ExtractRequest, {"dataset": "", **data}, where), optional)
+    return ExtractStep(request_from_mapping(ExtractRequest, {"dataset": "", **data}, where))
 
 
 def _train_step(data: Any, where: str) -> TrainStep:

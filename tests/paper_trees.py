@@ -68,7 +68,11 @@ def build_trees(base: Path) -> dict[str, Path]:
     for seed, (name, _) in enumerate(rows):
         write_image(base / "SPAQ" / "TestImage" / name, seed=seed)
     roots["spaq"] = spaq.build_release(base / "SPAQ", rows=rows)
-    roots["cid2013"] = cid2013.build_release(base / "CID2013")
+    with pytest.MonkeyPatch.context() as patch:  # six scene subsets per image set, as released
+        patch.setattr(cid2013, "IMAGES", [(s, c, d) for s in (1, 2) for c in range(1, 7) for d in (1, 2)])
+        patch.setattr(cid2013, "REALIGNED", _scores(rng, 0, 80, 24))
+        patch.setattr(cid2013, "SET_SPECIFIC", _scores(rng, 0, 80, 24))
+        roots["cid2013"] = cid2013.build_release(base / "CID2013")
     roots["live"] = _live(base / "live", rng)
     references = ["1600", "bridge", "child_swimming", "lake", "boston", "aerial_city", "butter_flower",
                   "cactus", "fisher", "geckos"]
@@ -119,7 +123,8 @@ def tiny_models(base: Path, transformers_models: bool = True) -> dict[str, dict[
     AltCLIP: saved tiny transformers models, built only when ``transformers_models``)."""
     vit = {"random_init": True, "settings": {"arch": TINY_CLIP_ARCH}}
     resnet = {"random_init": True, "settings": {"arch": TINY_CLIP_RN_ARCH}}
-    models: dict[str, dict[str, Any]] = {"clip-vitb16": vit, "hps": vit, "qualiclip": resnet, "clipiqa": resnet,
+    other_vit = {"random_init": True, "settings": {"arch": TINY_CLIP_ARCH, "seed": 1}}  # HPS is not CLIP
+    models: dict[str, dict[str, Any]] = {"clip-vitb16": vit, "hps": other_vit, "qualiclip": resnet, "clipiqa": resnet,
                                          "clipiqa-plus": {"settings": {"arch": TINY_CLIP_RN_ARCH}}}
     if transformers_models:
         from test_hf_extractors import tiny_model

@@ -65,7 +65,10 @@ def _combination(base: str, added: str | None) -> str:
 
 def _trend(figure: Figure, results: pd.DataFrame, predictions: Sequence[Any], folder: Path, store: Any) -> DrawnFigure:
     bases, steps = _series(figure)
-    datasets = list(figure.options.get("datasets") or dict.fromkeys(results["dataset"]))
+    wanted = list(figure.options.get("datasets") or dict.fromkeys(results["dataset"]))
+    datasets = [d for d in wanted if d in set(results["dataset"])]  # a panel per dataset with results
+    if not datasets:
+        return DrawnFigure(figure.id, figure.title, note=f"no results on {', '.join(wanted)} yet")
     metrics = list(figure.options.get("metrics") or ["plcc", "srcc"])
     regressor = figure.options.get("regressor")
     panels = [(d, m) for d in datasets for m in metrics]
@@ -88,7 +91,9 @@ def _trend(figure: Figure, results: pd.DataFrame, predictions: Sequence[Any], fo
     if not drawn:
         return DrawnFigure(figure.id, figure.title, note="no results for any of its combinations yet")
     fig.suptitle(figure.title, fontsize=10)
-    return DrawnFigure(figure.id, figure.title, _save(fig, folder, figure.id))
+    missing = [d for d in wanted if d not in datasets]
+    return DrawnFigure(figure.id, figure.title, _save(fig, folder, figure.id),
+                       f"no results on {', '.join(missing)} yet" if missing else "")
 
 
 def logistic_scatter(axes: Any, y_true: np.ndarray, y_pred: np.ndarray, label: str, colour: str) -> None:
