@@ -242,15 +242,18 @@ def run_pipeline(pipeline: Pipeline, store: Any, *, device: str = "auto", worker
 
 
 def _missing_root(dataset: DatasetStep) -> str | None:
-    """Why a dataset is not on this machine (no root given, none in its variable), else None."""
+    """Why a dataset is not on this machine (no root given, none in its variable, no default), else None."""
     from iqa_store.datasets import build_adapter
+    from iqa_store.datasets.manifest import ManifestError
     adapter = build_adapter(dataset.name, dataset.options)
-    if dataset.root is not None or not adapter.env_var or os.environ.get(adapter.env_var):
-        return None
-    if dataset.name == "demo":  # ships with the package
-        return None
-    return (f"dataset {dataset.name}: not on this machine; set {adapter.env_var}=DIR or pass "
-            f"--root {dataset.name}=DIR ({adapter.layout})")
+    if dataset.root is not None or (adapter.env_var and os.environ.get(adapter.env_var)):
+        return None  # given: anything wrong with it is an error, not a skip
+    try:
+        adapter.resolve_root(None)  # the variable, or the adapter's own default (the demo's cache)
+    except ManifestError:
+        hint = f"set {adapter.env_var}=DIR or pass" if adapter.env_var else "pass"
+        return f"dataset {dataset.name}: not on this machine; {hint} --root {dataset.name}=DIR ({adapter.layout})"
+    return None
 
 
 def _split_fields(protocol: str | None, dataset: DatasetStep) -> dict[str, Any]:
