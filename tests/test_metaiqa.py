@@ -317,6 +317,18 @@ def test_a_prior_is_refused_on_a_dataset_it_was_meta_trained_on(prior: tuple, pr
                   store=store, hyperparameters={**FINE, "prior": prior_report.encoder.id}, **FINE_TRAINING, **QUIET)
 
 
+def test_a_prior_dataset_can_be_the_training_side_of_a_cross_dataset_fit(prior: tuple, prior_roots: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    """train-all has no test rows: fine-tuning on all of KADID from a prior that saw it, and its features there."""
+    _, prior_report = prior
+    store = _store_with(prior_report.encoder, tmp_path / "store")
+    api.train("metaiqa", dataset="kadid10k", root=prior_roots["kadid10k"], protocol="train-all", store=store,
+              hyperparameters={**FINE, "prior": prior_report.encoder.id}, **{**FINE_TRAINING, "steps": 1}, **QUIET)
+    [report] = api.extract("metaiqa", "kadid10k", root=prior_roots["kadid10k"], protocol="train-all", store=store,
+                           device="cpu", workers=0, **QUIET)
+    assert store.get(report.feature_set).read().shape == (18, 512)
+
+
 def test_a_prior_makes_no_features_of_a_dataset_it_was_meta_trained_on(prior: tuple,
                                                                       prior_roots: dict[str, Path]) -> None:
     store, prior_report = prior

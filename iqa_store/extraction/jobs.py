@@ -81,9 +81,12 @@ def run_shard(request: ExtractRequest, store: FeatureStore, shard: tuple[int, in
 
 def _refuse_prior_datasets(weights: ResolvedWeights, dataset: str) -> None:
     """An encoder learned from the MOS of every row of some datasets (a prior, or a model fine-tuned
-    from one: ``prior_datasets`` in its config) never makes features of those datasets."""
+    from one: ``prior_datasets`` in its config) makes no features of those datasets, except one
+    trained for a split set without test rows there (the training side of a cross-dataset fit)."""
+    from iqa_store.splits import PROTOCOLS
     seen = weights.config.get("prior_datasets") or ()
-    if dataset in seen:
+    untested = weights.scope is not None and not PROTOCOLS.get(weights.scope.protocol).tested
+    if dataset in seen and not untested:
         raise RequestError(f"{weights.label} learned from the MOS of every row of {dataset} (its prior was trained on "
                            f"{', '.join(seen)}): its features there would score images it was trained on")
 

@@ -61,6 +61,7 @@ from torch import nn
 from iqa_store.nets.metaiqa import (CROP, HEAD_WIDTHS, TRAIN_RESIZE, MetaIQANet, eval_view,
                                     imagenet_backbone_state, load_into, read_state, train_view)
 from iqa_store.nets.resnet import BACKBONES
+from iqa_store.splits import PROTOCOLS
 from iqa_store.train import distributed
 from iqa_store.train.data import TrainingData, derived_seed
 from iqa_store.train.stage import Data, Example, Export, Stage, StepContext, TrainingDefaults, option
@@ -435,7 +436,7 @@ class MetaiqaStage(_MetaiqaStage):
     def prepare(self, data: TrainingData) -> None:
         if data.mos is None or data.scope is None:
             raise ValueError("metaiqa trains on MOS: its data must be a split's training rows")
-        if data.scope.dataset in self._prior_datasets and data.scope.protocol != "train-all":
+        if data.scope.dataset in self._prior_datasets and PROTOCOLS.get(data.scope.protocol).tested:
             raise ValueError(f"metaiqa: prior {self.prior} learned from the MOS of every row of {data.scope.dataset}: "
                              f"its test rows would be scored by a model trained on them. Fine-tune on a dataset the "
                              f"prior did not see, or meta-train a prior without it (metaiqa-prior --datasets)")
