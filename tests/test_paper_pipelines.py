@@ -247,6 +247,12 @@ def test_slique(workspace: dict[str, Any]) -> None:
     plain = np.mean([brisque[f"{d} SROCC"] for d in ("LIVE", "CSIQ", "TID2013", "KADID")])
     assert math.isfinite(brisque["Weighted Average SROCC"]) and brisque["Weighted Average SROCC"] != pytest.approx(plain)
     assert any(line.startswith("fit live->csiq") for line in done["run"].skipped)  # no SLIQUE / Re-IQA sets here
+    before = results_read_back(done["store"])
+    again: list[str] = []
+    run_pipeline(done["pipeline"], done["store"], device="cpu", workers=0, progress=False, log=again.append)
+    extracted = [line for line in again if "/brisque/" in line]
+    assert len(extracted) == 4 and all(": cached" in line for line in extracted)  # nothing extracted twice
+    pd.testing.assert_frame_equal(results_read_back(done["store"]), before)  # nor fitted twice
 
 
 @pytest.mark.slow
