@@ -23,8 +23,9 @@ from iqa_store.cli import cli
 from iqa_store.nets.metaiqa import MetaIQANet, eval_view
 from iqa_store.requests import RequestError
 from iqa_store.splits import ProtocolSpec
-from iqa_store.store import FeatureStore, list_encoders
-from iqa_store.train.metaiqa import (MetaiqaPriorStage, Task, TaskSampler, adapted_parameters, bilevel_loss,
+from iqa_store.store import FeatureStore, Scope, list_encoders
+from iqa_store.train.data import TrainingData
+from iqa_store.train.metaiqa import (MetaiqaPriorStage, MetaiqaStage, Task, TaskSampler, adapted_parameters, bilevel_loss,
                                      distortion_task)
 from tests.conftest import TINY_CLIP_ARCH, write_images
 
@@ -344,6 +345,20 @@ def test_a_prior_of_another_stage_or_network_is_refused(fine_tuned: tuple) -> No
         _fine_tune(store, root, reports[0].encoder.id)
     with pytest.raises(ValueError, match="is a resnet-tiny network"):
         _fine_tune(store, root, prior_report.encoder.id, backbone="resnet18")
+
+
+def test_dataloader_workers_get_the_stage_without_the_validation_images_or_the_prior(fine_tuned: tuple) -> None:
+    import pickle
+    store, root, prior_report, _ = fine_tuned
+    stage = MetaiqaStage(**FINE, prior=prior_report.encoder.id)
+    stage.attach(store)
+    manifest = store.load_manifest("memo")
+    split = store.splits(manifest, ProtocolSpec("random-70-10-20", 2, 0))[0]
+    stage.prepare(TrainingData.from_split(manifest, split.train, Scope("memo", "random-70-10-20", split.key, 0),
+                                          split.val))
+    assert stage._validation is not None and stage._prior_state is not None
+    copy = pickle.loads(pickle.dumps(stage))
+    assert copy._validation is None and copy._prior_state is None and copy._mos_range == stage._mos_range
 
 
 def test_extraction_writes_one_feature_set_per_split_with_its_scope(fine_tuned: tuple) -> None:

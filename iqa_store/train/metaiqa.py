@@ -410,6 +410,11 @@ class MetaiqaStage(_MetaiqaStage):
         self._validation: tuple[torch.Tensor, np.ndarray] | None = None
         self._total: int | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)  # DataLoader workers make samples: they need neither of these
+        state["_validation"] = state["_prior_state"] = None
+        return state
+
     def check(self) -> None:
         self.check_network()
         if self.selection not in SELECTIONS or self.eval_every < 1:
