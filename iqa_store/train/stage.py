@@ -3,8 +3,9 @@
 A stage is a dataclass whose fields are its hyper-parameters (``option(default, help)``; the
 CLI makes one option per field, of any type ``iqa_store.cli.fields`` knows). It declares:
 
-* ``data``: what it learns from (``Data.IMAGES``, ``Data.IMAGES_TEXTS`` or ``Data.IMAGES_MOS``,
-  the last always one split's training rows, never anything else);
+* ``data``: what it learns from (``Data.IMAGES``, ``Data.IMAGES_TEXTS``, ``Data.IMAGES_MOS``,
+  always one split's training rows, never anything else, or ``Data.DATASETS_MOS``, every row of
+  the datasets the stage's own fields name, read by its ``own_data``: a prior for other datasets);
 * ``reader``: the extractor that reads the encoder it exports;
 * ``defaults``: the schedule of its paper;
 
@@ -13,6 +14,9 @@ training example -> what a batch is made of, in DataLoader workers, every random
 the generator it is given, so a sample depends only on (seed, epoch, image)), ``collate``,
 ``loss`` (one batch -> a scalar) and ``export`` (the trained model -> the encoder's weights
 and config). ``trainable`` says which part of the model the optimiser updates and DDP wraps.
+Optional hooks: ``check``, ``attach`` (read the store: a prior encoder), ``prepare`` (the whole
+training data), ``batches`` (compose each step's batch: tasks instead of shuffled epochs) and
+``parameter_groups`` (parts at their own multiple of the learning rate).
 """
 
 from __future__ import annotations
