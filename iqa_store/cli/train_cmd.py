@@ -38,6 +38,8 @@ def train() -> None:
       iqa-store train reiqa-quality --dataset demo --backbone resnet18 --patch 96 --steps 300 --lr 0.05
       iqa-store train cnniqa --dataset koniq --protocol random-80-20
       iqa-store train cnniqa --dataset koniq --protocol train-all   # for cross-dataset fits
+      iqa-store train metaiqa-prior --roots kadid10k=~/data/kadid10k,tid2013=~/data/tid2013
+      iqa-store train metaiqa --dataset clive --protocol random-70-10-20 --prior metaiqa-prior
       torchrun --nproc_per_node 8 -m iqa_store.cli train reiqa-content --images ~/data/imagenet/train
     """
 
