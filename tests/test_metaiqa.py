@@ -242,6 +242,13 @@ def test_a_prior_dataset_without_a_root_is_named(prior_roots: dict[str, Path], m
     assert len(MetaiqaPriorStage(roots=f"tid2013={prior_roots['tid2013']}").own_data().ids) == 36
 
 
+def test_roots_take_a_home_relative_folder(prior_roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    base = prior_roots["kadid10k"].parent
+    monkeypatch.setenv("HOME", str(base))  # the shell leaves "~" after "=" unexpanded: the stage expands it
+    data = MetaiqaPriorStage(roots="kadid10k=~/kadid10k, tid2013=~/tid2013").own_data()
+    assert len(data.ids) == 36 and data.paths[0].is_relative_to(base)
+
+
 def test_a_batch_that_does_not_fit_the_tasks_is_refused(prior_roots: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="more than these tasks have"):
         api.train("metaiqa-prior", hyperparameters={**PRIOR, "roots": roots_option(prior_roots)}, store=tmp_path,

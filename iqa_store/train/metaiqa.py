@@ -199,7 +199,7 @@ def _parse_roots(roots: str) -> dict[str, str]:
         name, sep, folder = item.partition("=")
         if not sep or not name.strip() or not folder.strip():
             raise ValueError(f"metaiqa-prior: roots must be NAME=DIR, not {item!r}")
-        parsed[name.strip()] = folder.strip()
+        parsed[name.strip()] = str(Path(folder.strip()).expanduser())  # the shell leaves ~ after = alone
     return parsed
 
 
