@@ -163,3 +163,24 @@ def test_a_table_annotate_made_with_its_own_options_is_the_one_training_uses(tmp
     data = _with_texts(TrainingData.from_folder(tmp_path / "photos"), ("distortion",), store, tmp_path / "photos",
                        None, None, None, False, lambda line: None)
     assert all(own and set(own) <= pristine for own in data.texts)
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_on_cpu_registers_one_encoder(tmp_path: Path) -> None:
+    """Two processes (gloo), each contrasting its half of the batch; rank 0 writes the one encoder."""
+    import os
+    import subprocess
+    import sys
+
+    from iqa_store.store import list_encoders
+    write_images(tmp_path / "photos", 8, size=(72, 96))
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in TINY.items()]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
+               str(Path(sys.executable).parent / "iqa-store"), "train", "slique", "--images", str(tmp_path / "photos"),
+               *flags, "--steps", "3", "--batch-size", "4", "--lr", "0.05", "--store", str(tmp_path / "store")]
+    run = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = list_encoders(FeatureStore(tmp_path / "store"))
+    assert len(records) == 1 and records[0].provenance["world_size"] == 2
+    assert records[0].config["reader"] == "slique"
