@@ -114,3 +114,30 @@ def test_report_of_a_run_compares_two_rows_like_scipy(fitted: dict) -> None:
         assert comparison["n_splits"] == 5
         assert comparison["mean_difference"] == pytest.approx(float((a["srcc"] - b["srcc"]).mean()))
         assert comparison["p_value"] == pytest.approx(stats.wilcoxon(a["srcc"], b["srcc"]).pvalue)
+
+
+def test_report_open_hands_the_page_to_the_browser(fitted: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import webbrowser
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", opened.append)
+    out = fitted["base"] / "opened"
+    invoke("report", fitted["run"], "--out", str(out), "--open", "--store", fitted["store"])
+    assert opened == [(out / "index.html").resolve().as_uri()]
+
+
+def test_scatter_draws_each_combinations_fitted_logistic() -> None:
+    """The curve through the points is the 4-parameter logistic fitted from prediction to MOS."""
+    from iqa_store.fit.metrics import fit_logistic, logistic4
+    from iqa_store.report.figures import logistic_scatter
+    from iqa_store.report.plots import _figure
+    rng = np.random.default_rng(2)
+    predicted = rng.uniform(0, 1, 40)
+    mos = 1 + 4 / (1 + np.exp(-(predicted - 0.5) / 0.1)) + rng.normal(0, 0.1, 40)
+    axes = _figure((4, 4), 100).add_subplot()
+    logistic_scatter(axes, mos, predicted, "clip", "C0")
+    [curve] = axes.get_lines()
+    x, y = curve.get_data()
+    np.testing.assert_allclose(y, logistic4(x, *fit_logistic(predicted, mos)))
+    assert np.abs(y - (1 + 4 / (1 + np.exp(-(x - 0.5) / 0.1)))).max() < 0.3  # near the curve the points came from
+    assert x.min() == pytest.approx(predicted.min()) and x.max() == pytest.approx(predicted.max())
+    np.testing.assert_allclose(axes.collections[0].get_offsets(), np.column_stack([predicted, mos]))
