@@ -80,15 +80,16 @@ def _box_of(crop: torch.Tensor) -> Box:
     return Box(round(float(crop[0, 0, 0]) * 1000), round(float(crop[1, 0, 0]) * 1000), crop.shape[-1])
 
 
-def test_ola_crops_of_a_sample_overlap_within_the_bounds() -> None:
-    stage = SliqueStage(**{**TINY, "crop": 64}, objective="image-image")
-    image = _coordinate_image(160, 200)
+@pytest.mark.parametrize(("crop", "height", "width"), [(64, 160, 200), (224, 384, 512)])  # 224 on 512x384: the paper's
+def test_ola_crops_of_a_sample_overlap_within_the_bounds(crop: int, height: int, width: int) -> None:
+    stage = SliqueStage(**{**TINY, "crop": crop}, objective="image-image")
+    image = _coordinate_image(height, width)
     fractions = []
     for seed in range(40):
         sample = stage.sample(Example(image, "x"), torch.Generator().manual_seed(seed))
         first, second = _box_of(sample.pairs[0]), _box_of(sample.pairs[1])
-        for crop, box in ((sample.pairs[0], first), (sample.pairs[1], second)):  # the crop is that box's pixels
-            torch.testing.assert_close(crop, image[:, box.top:box.top + 64, box.left:box.left + 64])
+        for pixels, box in ((sample.pairs[0], first), (sample.pairs[1], second)):  # the crop is that box's pixels
+            torch.testing.assert_close(pixels, image[:, box.top:box.top + crop, box.left:box.left + crop])
         fractions.append(first.overlap_fraction(second))
     assert 0.10 - 1e-9 <= min(fractions) and max(fractions) <= 0.30 + 1e-9
     assert max(fractions) - min(fractions) > 0.1  # drawn over the range, not one fixed layout
