@@ -76,7 +76,8 @@ class ExtractStep:
 
 @dataclass(frozen=True)
 class TrainStep:
-    """A training stage: per split on every dataset (``protocol`` given), else once on ``images``."""
+    """A training stage: per split on every dataset (``protocol``), once on a folder (``images``), or
+    once on the data its own hyperparameters name (neither: MetaIQA's prior, from its datasets' variables)."""
 
     stage: str
     protocol: str | None = None
@@ -172,9 +173,9 @@ def _train_step(data: Any, where: str) -> TrainStep:
     own = {f.name for f in dataclasses.fields(TrainStep)} - {"training"}
     step = TrainStep(**checked_options(TrainStep, {k: v for k, v in data.items() if k in own}, where, RequestError),
                      training={k: v for k, v in data.items() if k not in own})
-    if (step.protocol is None) == (step.images is None):
+    if step.protocol is not None and step.images is not None:
         raise RequestError(f"{where}: give a protocol (trained per split on every dataset) or images "
-                           "(a folder, trained once), not both or neither")
+                           "(a folder, trained once), not both")
     return step
 
 
@@ -264,6 +265,7 @@ def _split_fields(protocol: str | None, dataset: DatasetStep) -> dict[str, Any]:
 def _run_training(steps: list[TrainStep], present: list[tuple[DatasetStep, str]], store: Any, device: str,
                   progress: bool, log: Callable[[str], None], skip: Callable[[str], None]) -> None:
     """Every training step (each cached by its run's fingerprint: a re-run registers nothing new)."""
+    from iqa_store.store import StoreError
     from iqa_store.train import STAGES
     for step in steps:
         if step.stage not in STAGES:
@@ -276,6 +278,8 @@ def _run_training(steps: list[TrainStep], present: list[tuple[DatasetStep, str]]
                 skip(f"train {step.stage}: its images {step.images} are not on this machine")
                 continue
             jobs: list[dict[str, Any]] = [{"images": str(folder)}]
+        elif step.protocol is None:
+            jobs = [{}]
         else:
             jobs = [{"dataset": d.name, "root": d.root, "dataset_options": d.options,
                      "protocol": d.protocol or step.protocol, "splits": step.splits, "split_seed": step.split_seed}
@@ -285,7 +289,7 @@ def _run_training(steps: list[TrainStep], present: list[tuple[DatasetStep, str]]
             try:
                 reports = api.train(step.stage, store=store, hyperparameters=step.hyperparameters, progress=progress,
                                     log=log, **job, **{"device": device, **step.training})
-            except (ValueError, TypeError) as error:  # what this stage needs and the step or data do not give
+            except (ValueError, TypeError, StoreError) as error:  # what the stage needs and the step, data or store lack
                 skip(f"train {step.stage}{' on ' + job['dataset'] if 'dataset' in job else ''}: {error}")
                 continue
             for report in reports:
