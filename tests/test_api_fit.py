@@ -128,7 +128,7 @@ fit:
     second = runner.invoke(cli, ["run", str(spec), "--store", str(store), "--workers", "0", "-q", "--format", "json"],
                            env={"HF_HUB_OFFLINE": "1"})
     assert second.exit_code == 0, second.output
-    summary = json.loads(second.output)[0]["summary"]
+    summary = json.loads(second.output)["runs"][0]["summary"]
     assert {row["combination"] for row in summary} == {"brisque"}
 
 
