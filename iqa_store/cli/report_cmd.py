@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from iqa_store.cli.options import emit, format_option, store_option
+from iqa_store.fit.schema import METRICS
 
 
 @click.command()
@@ -13,7 +14,7 @@ from iqa_store.cli.options import emit, format_option, store_option
 @click.option("--compare", nargs=2, multiple=True, metavar="A B",
               help="Also compare two rows (combinations) over their shared splits; repeat.")
 @click.option("--metric", default="srcc", show_default=True,
-              type=click.Choice(["srcc", "plcc", "plcc_logistic", "krcc", "rmse"]), help="Metric of --compare.")
+              type=click.Choice(METRICS), help="Metric of --compare.")
 @click.option("--open", "open_page", is_flag=True, help="Open index.html in the web browser.")
 @store_option
 @format_option
