@@ -227,6 +227,18 @@ def test_the_prior_meta_trains_on_one_task_per_distortion_type_of_both_datasets(
     assert len(report.losses) == 3 and np.isfinite(report.losses).all()
 
 
+def test_the_second_order_option_reaches_the_update(prior: tuple, prior_roots: dict[str, Path], tmp_path: Path) -> None:
+    """The same run with --second-order: the same draws, a different meta-gradient, other weights."""
+    _, first = prior
+    [second] = api.train("metaiqa-prior", hyperparameters={**PRIOR, "roots": roots_option(prior_roots),
+                                                            "second_order": True},
+                         store=tmp_path, **PRIOR_TRAINING, **QUIET)
+    assert second.encoder.config["hyperparameters"]["second_order"] is True
+    assert second.losses[0] == first.losses[0]  # the first query loss is computed before any update
+    a, b = first.encoder.load_state_dict(), second.encoder.load_state_dict()
+    assert not torch.equal(a["head.fc3.weight"], b["head.fc3.weight"])
+
+
 def test_the_prior_maps_each_datasets_mos_to_0_1_by_its_range(prior_roots: dict[str, Path]) -> None:
     data = MetaiqaPriorStage(roots=roots_option(prior_roots)).own_data()
     by_id = dict(zip(data.ids, data.mos))
