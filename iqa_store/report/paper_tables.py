@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -61,7 +62,7 @@ class FilledTable:
                  "| " + " | ".join(["row", *(c.label for c in columns)]) + " |",
                  "|" + "---|" * (len(columns) + 1)]
         for row in self.table.rows:
-            cells = [self._text(self.cell(row.label, c.label), bold=("**", "**")) for c in columns]
+            cells = [self._text(self.cell(row.label, c.label), lambda ours: f"**{ours}**") for c in columns]
             lines.append("| " + " | ".join([row.label, *cells]) + " |")
         return "\n".join(lines)
 
@@ -72,9 +73,7 @@ class FilledTable:
                  r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\hline",
                  " & ".join(["Method", *(escape(c.label) for c in columns)]) + r" \\", r"\hline"]
         for row in self.table.rows:
-            cells = [escape(self._text(self.cell(row.label, c.label), bold=("", ""))) for c in columns]
-            cells = [f"\\textbf{{{text}}}" if self.cell(row.label, c.label).best else text
-                     for text, c in zip(cells, columns)]
+            cells = [self._text(self.cell(row.label, c.label), lambda ours: f"\\textbf{{{ours}}}", escape) for c in columns]
             lines.append(" & ".join([escape(row.label), *cells]) + r" \\")
         lines += [r"\hline", r"\end{tabular}", r"\end{table}"]
         return "\n".join(lines)
@@ -90,20 +89,19 @@ class FilledTable:
     def _statistic_words(self) -> str:
         return "ours: median over splits" if self.table.statistic == "median" else "ours: mean (std) over splits"
 
-    def _text(self, cell: Cell, bold: tuple[str, str]) -> str:
-        """``ours [paper value, difference]``; ours in bold when best in its column."""
+    def _text(self, cell: Cell, bold: Callable[[str], str], escape: Callable[[str], str] = str) -> str:
+        """``ours [paper value, difference]``; ours through ``bold`` when best in its column."""
         if not math.isfinite(cell.value):
             ours = "—"
         elif self.table.statistic == "mean" and math.isfinite(cell.std):
             ours = f"{cell.value:.4f} ({cell.std:.4f})"
         else:
             ours = f"{cell.value:.4f}"
-        if cell.best:
-            ours = f"{bold[0]}{ours}{bold[1]}"
+        ours = bold(escape(ours)) if cell.best else escape(ours)
         if cell.published is None:
             return ours
         difference = f", {cell.difference:+.4f}" if math.isfinite(cell.difference) else ""
-        return f"{ours} [paper {cell.published.text}{difference}]"
+        return ours + escape(f" [paper {cell.published.text}{difference}]")
 
 
 def same_combination(a: str, b: str) -> bool:
