@@ -22,8 +22,8 @@ train-all`` (no test rows; a cross-dataset training side), and extraction refuse
 ``metaiqa`` (``Data.IMAGES_MOS``) fine-tunes the whole network per split on that split's
 training rows, from ``--prior`` (a registry encoder of ``metaiqa-prior``) or from ImageNet
 weights: MSE between the sigmoid output and the MOS mapped to [0, 1] by the training rows' own
-minimum and maximum (the official code divides CLIVE's by 100). Model selection: with
-``selection=validation`` (the default) the weights with the best SRCC on the split's
+minimum and maximum (the official code scales CLIVE's 0-100 MOS to [0, 1]). Model selection:
+with ``selection=validation`` (the default) the weights with the best SRCC on the split's
 validation rows, checked every ``eval_every`` steps and after the last one; a protocol without
 validation rows keeps the weights of the last step (a fixed epoch count). Test rows are never
 read: they are not in the data a stage receives.
@@ -85,8 +85,8 @@ class Task:
 
 
 def adapted_parameters(model: nn.Module, parameters: Mapping[str, torch.Tensor],
-                       support: tuple[torch.Tensor, torch.Tensor], loss: LossFunction, inner_lr: float, inner_steps: int,
-                       second_order: bool) -> dict[str, torch.Tensor]:
+                       support: tuple[torch.Tensor, torch.Tensor], loss: LossFunction, inner_lr: float,
+                       inner_steps: int, second_order: bool) -> dict[str, torch.Tensor]:
     """``parameters`` after ``inner_steps`` gradient steps of rate ``inner_lr`` on the support loss.
 
     First-order: each step's gradient is a constant, so the adapted weights depend on the shared
