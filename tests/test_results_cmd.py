@@ -141,3 +141,23 @@ def test_scatter_draws_each_combinations_fitted_logistic() -> None:
     assert np.abs(y - (1 + 4 / (1 + np.exp(-(x - 0.5) / 0.1)))).max() < 0.3  # near the curve the points came from
     assert x.min() == pytest.approx(predicted.min()) and x.max() == pytest.approx(predicted.max())
     np.testing.assert_allclose(axes.collections[0].get_offsets(), np.column_stack([predicted, mos]))
+
+
+def test_run_takes_a_missing_datasets_root_from_the_command_line(fitted: dict) -> None:
+    spec = fitted["base"] / "toy.yaml"
+    spec.write_text("name: toy\ndatasets:\n  - {name: csv, options: {labels: labels.csv}}\n  - {name: koniq}\n"
+                    "extract:\n  - model: brisque\n  - model: slique-v9\n"
+                    "fit:\n  - {features: [brisque], regressors: [linear], splits: 2}\n")
+    store = str(fitted["base"] / "toy-store")
+    without = CliRunner().invoke(cli, ["run", str(spec), "--store", store, "-q"], env={"IQA_KONIQ_ROOT": None})
+    assert without.exit_code == 0, without.output
+    assert "skip dataset csv: not on this machine; pass --root csv=DIR" in without.stdout
+    assert "skip dataset koniq: not on this machine; set IQA_KONIQ_ROOT=DIR or pass --root koniq=DIR" in without.stdout
+    assert "no fits ran in this pipeline" in without.stdout
+    given = CliRunner().invoke(cli, ["run", str(spec), "--store", store, "-q", "--workers", "0",
+                                     "--root", f"csv={fitted['base'] / 'data'}", "--format", "json"],
+                               env={"IQA_KONIQ_ROOT": None})
+    assert given.exit_code == 0, given.output
+    done = json.loads(given.stdout)
+    assert [r["summary"][0]["combination"] for r in done["runs"]] == ["brisque"] and Path(done["report"]).exists()
+    assert any(line.startswith("slique-v9: not built yet") for line in done["skipped"])
