@@ -196,3 +196,20 @@ def test_brisque_plus_cnniqa_on_the_demo_dataset_end_to_end(tmp_path: Path) -> N
     assert fitted.exit_code == 0, fitted.output
     rows = json.loads(fitted.output)["splits"]
     assert {row["combination"] for row in rows} == {"brisque+cnniqa"} and {row["split"] for row in rows} == {0, 1}
+
+
+def test_two_splits_with_the_same_training_rows_are_two_encoders(tmp_path: Path) -> None:
+    """The run's identity holds its split: a split whose rows equal another's is not the other's cached run."""
+    from iqa_store.store.scope import Scope
+    from iqa_store.train.cnniqa import CnniqaStage
+    from iqa_store.train.data import TrainingData
+    from iqa_store.train.trainer import TrainConfig, train
+    names = write_images(tmp_path / "images", 4, size=(64, 64))
+    paths = [tmp_path / "images" / n for n in names]
+    store = FeatureStore(tmp_path / "store")
+    reports = [train(CnniqaStage(**TINY), TrainingData.from_paths("memo", paths, names, [1.0, 2.0, 3.0, 4.0],
+                                                                  Scope("memo", "random-80-20", "k", split)),
+                     TrainConfig(steps=1, batch_size=2, workers=0), store, progress=False, log=lambda line: None)
+               for split in (0, 1)]
+    assert [r.status for r in reports] == ["trained", "trained"]
+    assert sorted(r.scope.split for r in list_encoders(store)) == [0, 1]

@@ -427,3 +427,26 @@ def test_the_pretrain_alias_and_a_second_run_register_the_same_bits(photos: Path
     first = _registered_sha256(photos, tmp_path / "a", "train", "reiqa-quality")
     assert _registered_sha256(photos, tmp_path / "b", "pretrain", "reiqa-quality") == first
     assert _registered_sha256(photos, tmp_path / "c", "train", "reiqa-quality") == first
+
+
+def test_a_stages_warm_up_epochs_become_steps_unless_given(photos: Path, tmp_path: Path) -> None:
+    """``TrainingDefaults.warmup_epochs`` (SLIQUE 2, MP-IQE 5) is counted in steps of the run's data."""
+    import dataclasses
+    from typing import ClassVar
+
+    from iqa_store.train.data import TrainingData
+    from iqa_store.train.stage import TrainingDefaults
+    from iqa_store.train.trainer import TrainConfig
+    from iqa_store.train.trainer import train as run_stage
+
+    @dataclasses.dataclass
+    class WarmContent(ContentStage):
+        defaults: ClassVar[TrainingDefaults] = dataclasses.replace(ContentStage.defaults, warmup_epochs=1.5)
+
+    data = TrainingData.from_folder(photos)  # 8 images: 4 steps an epoch at batch 2
+    for given, expected in ((None, 6), (1, 1)):
+        report = run_stage(WarmContent(crop=48, queue_size=64), data,
+                           TrainConfig(steps=2, batch_size=2, lr=0.1, warmup_steps=given),
+                           FeatureStore(tmp_path / f"store{given}"), progress=False, log=lambda line: None)
+        assert report.encoder.provenance["training"]["warmup_steps"] == expected
+    assert ContentStage.defaults.warmup_epochs == 0  # stages without a warm-up in their paper keep none

@@ -85,7 +85,7 @@ def _stage_command(name: str, stage: Any) -> click.Command:
               click.Option(["--optimizer"], type=click.Choice(["sgd", "adam", "adamw"]), help=f"[default: {defaults.optimizer}]"),
               click.Option(["--weight-decay"], type=float, help=f"[default: {defaults.weight_decay}]"),
               click.Option(["--schedule"], type=click.Choice(["cosine", "constant"]), help=f"Learning-rate schedule [default: {defaults.schedule}]."),
-              click.Option(["--warmup-steps"], type=click.IntRange(0), default=0, show_default=True),
+              click.Option(["--warmup-steps"], type=click.IntRange(0), help=f"Linear warm-up steps [default: {defaults.warmup_epochs:g} epoch(s) of steps]."),
               click.Option(["--seed"], type=int, default=0, show_default=True, help="Seed of the weights and of every random draw."),
               click.Option(["--precision"], type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="bf16 autocast (CUDA)."),
               click.Option(["--device"], default="auto", show_default=True, callback=checked_device,

@@ -26,9 +26,8 @@ config (``labels``). ``--label-source none`` trains on the score alone (the alig
 ``zero-shot`` ignores the other sources.
 
 Schedule (Training Details): Adam, lr 3e-5, cosine decay, 30 epochs, batch 32 (the paper: 32 for
-LIVE, CSIQ, BID; 64 for the others, ``--batch-size 64``); its 5 warm-up epochs are
-``--warmup-steps`` (5 x training images // batch size; the trainer has no warm-up in epochs). No
-model selection: the fixed schedule runs to its end, so no validation or test row is read.
+LIVE, CSIQ, BID; 64 for the others, ``--batch-size 64``), 5 linear warm-up epochs (the
+trainer turns them into steps; ``--warmup-steps`` overrides). No model selection: the fixed schedule runs to its end, so no validation or test row is read.
 """
 
 from __future__ import annotations
@@ -100,7 +99,7 @@ class MpiqeStage(ClipStage):
     reader: ClassVar[str] = "mpiqe"
     # Training Details: Adam 3e-5, cosine, 30 epochs, batch 32 (LIVE, CSIQ, BID) or 64 (the others)
     defaults: ClassVar[TrainingDefaults] = TrainingDefaults(epochs=30, batch_size=32, lr=3e-5, optimizer="adam",
-                                                            weight_decay=0.0, schedule="cosine")
+                                                            weight_decay=0.0, schedule="cosine", warmup_epochs=5)
 
     arch: str = option("ViT-B-16", "open_clip architecture of the CLIP ViT (ViT-B/16 in the paper)")
     text_context: int = option(8, "learned context vectors of each text prompt (Table 6: 2, 4, 8, 16)")

@@ -21,9 +21,8 @@ same phrase drawn for another image) is therefore not counted as a negative (lef
 denominator). ``objective`` switches a branch off (Table IV's ablations): then its network
 parts are not built at all (image-image only has no text tower).
 
-Schedule (section IV-A): SGD, lr 0.006, batch 1024, cosine decay, 30 epochs, from scratch; the
-paper's 2 warm-up epochs are the trainer's ``warmup_steps`` (2 x steps per epoch: give
-``--warmup-steps``). Under DDP each process contrasts its share of the batch.
+Schedule (section IV-A): SGD, lr 0.006, batch 1024, cosine decay, 30 epochs, 2 warm-up
+epochs (the trainer turns them into steps; ``--warmup-steps`` overrides), from scratch. Under DDP each process contrasts its share of the batch.
 
 Export (read by the ``slique`` extractor): the image encoder, ``trunk.<torchvision key>`` plus
 the training heads ``text_projection.*`` and ``image_head.*``; the text tower is not exported
@@ -155,7 +154,7 @@ class SliqueStage(Stage):
     data: ClassVar[Data] = Data.IMAGES_TEXTS
     reader: ClassVar[str] = "slique"
     # section IV-A: SGD, lr 0.006, batch 1024, cosine decay, 30 epochs (weight decay 1e-4: the released train_.py)
-    defaults: ClassVar[TrainingDefaults] = TrainingDefaults(epochs=30, batch_size=1024, lr=0.006)
+    defaults: ClassVar[TrainingDefaults] = TrainingDefaults(epochs=30, batch_size=1024, lr=0.006, warmup_epochs=2)
 
     objective: Literal["joint", "image-image", "image-text"] = option(
         "joint", "joint, image-image (no text tower) or image-text (no image-image head): Table IV")

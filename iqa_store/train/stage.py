@@ -63,6 +63,7 @@ class TrainingDefaults:
     optimizer: str = "sgd"
     weight_decay: float = 1e-4
     schedule: str = "cosine"
+    warmup_epochs: float = 0.0  # linear warm-up, in passes over the images (the trainer turns it into steps)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -56,7 +56,7 @@ class TrainConfig:
     optimizer: str | None = None
     weight_decay: float | None = None
     schedule: str | None = None
-    warmup_steps: int = 0
+    warmup_steps: int | None = None  # None: the stage's warm-up epochs, in steps
     seed: int = 0
     precision: str = "fp32"  # bf16 autocast on CUDA only
     # run-time knobs: they never change the weights
@@ -67,8 +67,8 @@ class TrainConfig:
 
     def resolved(self, stage: Stage) -> "TrainConfig":
         defaults = stage.defaults
-        config = TrainConfig(**{**asdict(self), **{k: getattr(defaults, k) for k in asdict(defaults)
-                                                   if getattr(self, k) is None}})
+        given = asdict(self)  # warm-up epochs are not a config field: _train turns them into warmup_steps
+        config = TrainConfig(**{**given, **{k: v for k, v in asdict(defaults).items() if k in given and given[k] is None}})
         if config.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {config.optimizer!r}")
         if config.schedule not in SCHEDULES:
@@ -132,7 +132,10 @@ def _train(stage: Stage, images: TrainingData, config: TrainConfig, store: Featu
     started = time.perf_counter()
     stage.attach(store)  # before the run's identity: what it resolves (a prior's id) is part of it
     world = distributed.world_size()
-    total = config.steps or config.epochs * (len(images.paths) // config.batch_size)
+    steps_per_epoch = len(images.paths) // config.batch_size
+    total = config.steps or config.epochs * steps_per_epoch
+    if config.warmup_steps is None:
+        config = replace(config, warmup_steps=round(stage.defaults.warmup_epochs * max(1, steps_per_epoch)))
     run = _run_fingerprint(stage, images, config, total, world)
     name = config.name or stage.name
     cached = [r for r in list_encoders(store) if r.name == name and r.provenance.get("run") == run]
@@ -233,9 +236,12 @@ def _optimizer(parameters: list[dict[str, Any]], config: TrainConfig) -> torch.o
 
 
 def _run_fingerprint(stage: Stage, images: TrainingData, config: TrainConfig, total: int, world: int) -> str:
-    return fingerprint({"stage": stage.name, "hyperparameters": stage.hyperparameters(), "data": images.identity,
-                        "training": config.weights_relevant(), "steps": total, "world_size": world,
-                        "code": package_versions().get("iqa-store", "")})
+    identity = {"stage": stage.name, "hyperparameters": stage.hyperparameters(), "data": images.identity,
+                "training": config.weights_relevant(), "steps": total, "world_size": world,
+                "code": package_versions().get("iqa-store", "")}
+    if images.scope is not None:  # two splits with the same training rows are still two encoders, one per split
+        identity["scope"] = images.scope.to_dict()
+    return fingerprint(identity)
 
 
 def _resume(path: Path, run: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: str,
