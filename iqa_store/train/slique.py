@@ -4,7 +4,10 @@ Per training image (``sample``), as the paper describes it (section III):
 
 * image-image branch: two ``crop`` x ``crop`` overlap-area crops of the image whose shared area
   is 10-30 % of a crop (``iqa_store.train.crops.ola_pair``, Re-IQA's OLA; section III-D); an
-  image whose shorter side cannot hold such a pair is first upscaled (bicubic);
+  image whose shorter side cannot hold such a pair is first upscaled (bicubic). The views are
+  "augmented in the same manner as" CONTRIQUE (section IV-A; ``iqa_store.train.augment``): the
+  pair cut at x1 or x1/2, each view in a random colour space and flipped with p = 0.5. The
+  released code has none of this (``--augment none``);
 * image-text branch: one ``crop`` x ``crop`` window where the image's saliency sums highest
   (section III-A). The paper's saliency network ([59], Zhou et al. TIP 2020) has no public
   code; the stand-in is the classical spectral residual of Hou and Zhang (CVPR 2007), computed
@@ -41,9 +44,10 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from iqa_store.distortions._random import randint
+from iqa_store.distortions._random import randint, uniform
 from iqa_store.nets import BACKBONES
 from iqa_store.nets.slique import (ImageEncoder, build_text_tower, encode_texts, load_trunk, tokenize, trunk_dim)
+from iqa_store.train.augment import contrique_view, half_scale
 from iqa_store.train.crops import Box, min_side, ola_pair
 from iqa_store.train.qualiclip import at_least, cut
 from iqa_store.train.stage import Data, Example, Export, Stage, StepContext, TrainingDefaults, option
@@ -174,6 +178,9 @@ class SliqueStage(Stage):
     crop: int = option(224, "side of the saliency crop and of the OLA crops")
     ola_min: float = option(0.10, "smallest overlap of the two OLA crops, as a fraction of a crop's area")
     ola_max: float = option(0.30, "largest overlap of the two OLA crops")
+    augment: Literal["contrique", "none"] = option(
+        "contrique", "image-image views as CONTRIQUE's (a pair at x1 or x1/2, each view a random colour space "
+                     "and flip; the paper) or none (the OLA crops as they are)")
     content_texts: bool = option(True, "learn from the content texts (A photo of a(n) {label}.)")
     distortion_texts: bool = option(True, "learn from the distortion texts (synthetic type and level)")
     appearance_texts: bool = option(True, "learn from the appearance texts (brightness, contrast, sharpness, "
@@ -199,6 +206,8 @@ class SliqueStage(Stage):
     def check(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"slique: objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
+        if self.augment not in ("contrique", "none"):
+            raise ValueError(f"slique: augment must be contrique or none, not {self.augment!r}")
         BACKBONES.get(self.backbone)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"slique: alpha must lie in [0, 1], got {self.alpha}")
@@ -247,16 +256,23 @@ class SliqueStage(Stage):
         pairs = salient = tokens = _EMPTY
         text = ""
         if self.image_image:
-            image = at_least(example.image, min_side(self.crop))
-            first, second = ola_pair(image.shape[-2], image.shape[-1], self.crop, (self.ola_min, self.ola_max),
-                                     generator)
-            pairs = torch.stack([cut(image, first), cut(image, second)])
+            pairs = self.image_pair(example.image, generator)
         if self.image_text:
             image = at_least(example.image, self.crop)
             salient = cut(image, salient_box(image, self.crop)).clone()
             text = example.texts[randint(generator, len(example.texts))]
             tokens = tokenize([text], self.context_length)[0]
         return SliqueSample(pairs, salient, tokens, text, tuple(example.texts))
+
+    def image_pair(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Two OLA crops of one image, augmented as CONTRIQUE unless ``augment`` is none: [2, 3, crop, crop]."""
+        contrique = self.augment == "contrique"
+        if contrique and uniform(generator) < 0.5:
+            image = half_scale(image)
+        image = at_least(image, min_side(self.crop))
+        first, second = ola_pair(image.shape[-2], image.shape[-1], self.crop, (self.ola_min, self.ola_max), generator)
+        views = [cut(image, first), cut(image, second)]
+        return torch.stack([contrique_view(v, generator) for v in views] if contrique else views)
 
     def collate(self, samples: Sequence[SliqueSample]) -> dict[str, torch.Tensor]:
         batch = {"pairs": _EMPTY, "salient": _EMPTY, "tokens": _EMPTY, "own_text": _EMPTY}
