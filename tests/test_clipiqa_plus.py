@@ -109,7 +109,8 @@ def test_each_split_reads_only_its_training_images(trained: Any) -> None:
         record = report.encoder
         assert record.scope.split == split.index and record.config["reader"] == "clipiqa-plus"
         assert set(record.provenance["data"]["training_ids"]) == set(np.asarray(manifest.ids)[split.train])
-        assert record.config["mos_range"] == list(manifest.mos_range)
+        training_mos = manifest.mos[split.train]  # CSV declares no scale: the training rows' own extremes
+        assert record.config["mos_range"] == [training_mos.min(), training_mos.max()]
         assert record.config["base_weights"] == {"random_init": True, "seed": 0}
 
 
@@ -170,3 +171,20 @@ def test_a_folder_or_a_missing_protocol_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="learns from MOS"):
         api.train("clipiqa-plus", images=tmp_path, hyperparameters=TINY, store=tmp_path / "S")
     assert not list_encoders(FeatureStore(tmp_path / "S"))
+
+
+@pytest.mark.parametrize("declared", [None, (0.0, 10.0)])
+def test_the_mos_scale_of_a_split_never_comes_from_its_test_rows(declared, tmp_path: Path) -> None:
+    """A csv file without mos_range has its scale from the data's extremes; a split then scales by its
+    training rows' own extremes (the test rows hold the dataset's), a declared scale is used as it is."""
+    from iqa_store.datasets import load_manifest
+    from iqa_store.store.scope import Scope
+    names = write_images(tmp_path, 6, size=(32, 32))
+    mos = [1.0, 2.0, 3.0, 4.0, 5.0, 9.0]
+    pd.DataFrame({"path": names, "mos": mos}).to_csv(tmp_path / "labels.csv", index=False)
+    options = {"labels": "labels.csv", "dataset_name": "scale", **({"mos_range": declared} if declared else {})}
+    manifest = load_manifest("csv", tmp_path, **options)
+    training_rows = [1, 2, 3]  # MOS 2-4; the extremes 1 and 9 are test rows
+    data = training_data.TrainingData.from_split(manifest, training_rows, Scope("scale", "random-80-20", "k", 0))
+    assert data.mos_range == (declared or (2.0, 4.0))
+    assert manifest.mos_range == (declared or (1.0, 9.0))

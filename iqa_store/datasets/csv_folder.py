@@ -252,5 +252,6 @@ class CsvDataset(DatasetAdapter):
             dataset=self.dataset_name, root=root, table=frame, mos_range=(lo, hi),
             original_direction="higher_better" if self.higher_is_better else "lower_better",
             info={"label_file": str(table.path), "mos_column": self.mos_column,
+                  **({"mos_range_source": "data"} if given_range is None else {}),
                   **({"content_labels": content_labels} if self.labels_column else {})},
         )

@@ -89,7 +89,7 @@ class TrainingData:
         data = cls.from_paths(f"dataset {manifest.dataset} ({manifest.root}), split {scope.split} {part} part",
                               paths, [str(i) for i in table["image_id"]], manifest.mos[rows].tolist(), scope)
         validation = (cls.from_split(manifest, validation_rows, scope, part="val") if len(validation_rows) else None)
-        return dataclasses.replace(data, mos_range=tuple(float(v) for v in manifest.mos_range), validation=validation)
+        return dataclasses.replace(data, mos_range=_training_mos_range(manifest, data), validation=validation)
 
     def with_texts(self, texts: Sequence[Sequence[str]]) -> "TrainingData":
         """The same images, image i with ``texts[i]``; the texts are training data, so they join the identity."""
@@ -184,3 +184,11 @@ class StepSampler:
                 order, order_epoch = torch.randperm(self.images, generator=generator).tolist(), epoch
             batch = order[position * self.batch_size:(position + 1) * self.batch_size]
             yield [(epoch, index) for index in batch[self.rank::self.world_size]]
+
+
+def _training_mos_range(manifest: Any, data: "TrainingData") -> tuple[float, float]:
+    """The dataset's declared MOS scale; a scale the adapter took from the data's own extremes (a csv
+    file without ``mos_range``) would carry the test rows' extremes, so the training rows' are used."""
+    if manifest.info.get("mos_range_source") == "data" and data.mos:
+        return min(data.mos), max(data.mos)
+    return tuple(float(v) for v in manifest.mos_range)
