@@ -32,6 +32,9 @@ def arg(default: Any = None, help: str = "", *, flags: tuple[str, ...] = (), met
     return field(default=default, metadata=metadata)
 
 
+FEATURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 class RequestError(ValueError):
     """A request whose fields contradict each other, name nothing known or are out of range."""
 
@@ -76,6 +79,9 @@ class ExtractRequest:
                                   "(native resolution), multicrop:N (mean of N crops) or twoscale (full + half scale).")
     precision: str | None = arg(help="[default: bf16 on CUDA, fp32 on CPU]", choices=("fp32", "bf16", "fp16"))
     random_init: bool = arg(False, "Random weights. For tests only: the features mean nothing.")
+    name: str | None = arg(help="Store the features under this name [default: the model's], so variants of one "
+                                "model (an ablation's encoder, other settings) are told apart: fit -f NAME.",
+                           metavar="NAME")
     protocol: str | None = arg(help="A model trained per split (cnniqa): extract one feature set per split of this "
                                     "protocol, each with the encoder trained on that split's training rows.")
     splits: int = arg(10, "With --protocol: the number of splits (as given to train and fit).", minimum=1)
@@ -96,6 +102,9 @@ class ExtractRequest:
     def __post_init__(self) -> None:
         _check_declared(self)
         check_device(self.device)
+        if self.name is not None and not FEATURE_NAME.fullmatch(self.name):
+            raise RequestError(f"feature name {self.name!r}: letters, digits, '.', '_' and '-', starting with a "
+                               "letter or digit ('+' joins features in a combination, '@' and '/' name sets)")
 
     def extractor_settings(self) -> dict[str, Any]:
         """The extractor fields this request sets (``--set`` and ``--policy``)."""

@@ -80,6 +80,24 @@ def test_a_registered_extractor_name_is_not_widened_to_its_siblings(fitted_store
     assert len(api.fit(["qualiclip-embedding"], regressors=["ridge"], splits=2, store=store, progress=False).table) == 2
 
 
+def test_features_stored_under_a_name_of_their_own(fitted_store: tuple[FeatureStore, str]) -> None:
+    """``name``: a variant of a model beside the model's own set, each found by its name."""
+    store, _ = fitted_store
+    manifest = store.load_manifest("toy")
+    options = {"labels": "labels.csv", "dataset_name": "toy"}
+    report = api.extract("brisque", "csv", root=manifest.root, store=store, workers=0, progress=False,
+                         dataset_options=options, name="brisque-copy")
+    assert report.status == "complete" and report.feature_set.startswith("toy/brisque-copy/")
+    copy, own = store.resolve("brisque-copy", "toy"), store.resolve("brisque", "toy")
+    assert copy.path != own.path and np.array_equal(copy.read(), own.read())
+    tables = [api.fit([name], regressors=["ridge"], splits=2, store=store, progress=False).table
+              for name in ("brisque", "brisque-copy")]
+    assert np.array_equal(tables[0]["srcc"].to_numpy(), tables[1]["srcc"].to_numpy())
+    result = CliRunner().invoke(cli, ["extract", "-m", "brisque", "-d", "csv", "--root", str(manifest.root),
+                                      "-o", "labels=labels.csv", "--name", "brisque+x", "--store", str(store.root)])
+    assert result.exit_code == 2 and "'+' joins features" in result.output and "Traceback" not in result.output
+
+
 def test_ambiguous_short_name_lists_candidates(fitted_store: tuple[FeatureStore, str]) -> None:
     store, tiny = fitted_store
     manifest = store.load_manifest("toy")

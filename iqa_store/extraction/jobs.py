@@ -67,7 +67,7 @@ def run_request(request: ExtractRequest, store: FeatureStore, *, progress: bool 
         extractor = build_extractor(request.model, weights, device=device, random_init=request.random_init,
                                     precision=request.precision, **request.extractor_settings())
         reports.append(extract(manifest, extractor, store, options, shard=shard, scope=weights.scope,
-                               progress=progress, log=log))
+                               name=request.name, progress=progress, log=log))
     return reports if request.protocol else reports[0]
 
 

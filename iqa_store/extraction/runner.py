@@ -237,24 +237,25 @@ class _ChunkBuffer:
         self.failures[row] = reason
 
 
-def feature_identity(extractor: Extractor, scope: Scope | None = None) -> FeatureIdentity:
-    """What the store records of an extractor: its identity, never the object."""
-    return FeatureIdentity(extractor.name, extractor.fingerprint(), extractor.fingerprint_inputs(), extractor.settings(),
-                           extractor.dim, scope)
+def feature_identity(extractor: Extractor, scope: Scope | None = None, name: str | None = None) -> FeatureIdentity:
+    """What the store records of an extractor: its identity, never the object; ``name`` replaces its name."""
+    return FeatureIdentity(name or extractor.name, extractor.fingerprint(), extractor.fingerprint_inputs(),
+                           extractor.settings(), extractor.dim, scope)
 
 
 def extract(manifest: Manifest, extractor: Extractor, store: FeatureStore, options: RunOptions = RunOptions(), *,
-            shard: tuple[int, int] | None = None, scope: Scope | None = None, progress: bool = True,
-            log: Callable[[str], None] = print) -> ExtractionReport:
+            shard: tuple[int, int] | None = None, scope: Scope | None = None, name: str | None = None,
+            progress: bool = True, log: Callable[[str], None] = print) -> ExtractionReport:
     """Compute ``extractor`` on every image of ``manifest`` that the store does not have yet.
 
     ``shard=(i, n)``: compute only the row chunks ``k`` with ``k % n == i`` (see the module
     docstring); the report's status is "partial" when other shards' chunks are still pending.
     ``scope``: the split the extractor's weights were trained on (from their registry record),
-    kept with the feature set so a fit uses it on that split only.
+    kept with the feature set so a fit uses it on that split only. ``name``: the set's name in
+    the store instead of the extractor's (variants of one model side by side).
     """
     shard = check_shard(shard) if shard is not None else None
-    fs, _ = store.open_or_create(manifest, feature_identity(extractor, scope))
+    fs, _ = store.open_or_create(manifest, feature_identity(extractor, scope, name))
     report = ExtractionReport(fs.name, "cached", fs.n_rows, shard=shard, chunks=fs.n_chunks)
     if fs.is_complete:
         report.failures = _failures(fs)
