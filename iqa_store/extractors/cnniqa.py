@@ -21,7 +21,7 @@ import numpy as np
 
 from iqa_store.extractors.base import Extractor, ExtractorError, RunOptions
 from iqa_store.extractors.embedder import pixels_to_input
-from iqa_store.extractors.neural import existing_weights_file, load_state_dict, local_weights_identity
+from iqa_store.extractors.neural import TrainedWeights, existing_weights_file, load_state_dict
 from iqa_store.images import ImageReadError, read_rgb
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ OUTPUTS = ("features", "score")
 
 
 @dataclass
-class Cnniqa(Extractor):
+class Cnniqa(TrainedWeights, Extractor):
     """CNNIQA: mean penultimate activation (or score) over the image's 32x32 patches."""
 
     weights: str | None = None
@@ -74,17 +74,8 @@ class Cnniqa(Extractor):
         return {"output": self.output, "fc_width": self.fc_width, "mos_scale": list(self.mos_scale()),
                 "preprocess": "grey 0-255, 3x3 local contrast normalisation (C = 1), every 32x32 patch"}
 
-    def weights_identity(self) -> dict[str, Any]:
-        identity = local_weights_identity(self.weights, self.random_init, self.seed)
-        if identity is None:
-            raise self._no_weights_error()
-        return identity
-
     def weights_source(self) -> str:
         return "--protocol P (the encoders of `iqa-store train cnniqa`), --weights registry:cnniqa/FP or a file"
-
-    def weights_available(self) -> bool:
-        return bool(self.weights or self.random_init)
 
     def _no_weights_error(self) -> ExtractorError:
         return ExtractorError("cnniqa needs weights trained on MOS: train them with `iqa-store train cnniqa --dataset D "
@@ -101,24 +92,10 @@ class Cnniqa(Extractor):
     def collate(self, items: Sequence["torch.Tensor"]) -> list["torch.Tensor"]:
         return list(items)  # patch counts differ between images
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)  # workers get the settings, never the weights
-        state["_model"] = state["_state"] = None
-        return state
-
     def prepare(self, options: RunOptions) -> None:
-        import torch
-
         from iqa_store.nets.cnniqa import CNNIQA
-        if self.random_init:
-            torch.manual_seed(self.seed)
-        model = CNNIQA(self.fc_width)
-        if not self.random_init:
-            if self._state is None:
-                raise self._no_weights_error()
-            model.load_state_dict(self._state, strict=True)
-        self._device = options.device
-        self._model = model.eval().to(options.device)
+        self._place(lambda: CNNIQA(self.fc_width), lambda model, state: model.load_state_dict(state, strict=True),
+                    options.device)
 
     def compute(self, batch: list["torch.Tensor"]) -> np.ndarray:
         import torch

@@ -23,7 +23,7 @@ import numpy as np
 
 from iqa_store.extractors.base import Extractor, ExtractorError, RunOptions
 from iqa_store.extractors.embedder import pixels_to_input
-from iqa_store.extractors.neural import existing_weights_file, load_state_dict, local_weights_identity
+from iqa_store.extractors.neural import TrainedWeights, existing_weights_file, load_state_dict
 from iqa_store.images import read_rgb
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ LAYER_DIMS = {"head": 512, "logits": 1000}  # gap: the backbone's width
 
 
 @dataclass
-class Metaiqa(Extractor):
+class Metaiqa(TrainedWeights, Extractor):
     """MetaIQA: head penultimate activation (or another layer, or the score) of the whole image at 224 px."""
 
     weights: str | None = None
@@ -86,18 +86,9 @@ class Metaiqa(Extractor):
                 "backbone": self.backbone, "size": self.size, "mos_range": list(self.mos_range()),
                 "preprocess": f"whole image bilinear (antialiased) to {self.size}x{self.size}, ImageNet mean/std"}
 
-    def weights_identity(self) -> dict[str, Any]:
-        identity = local_weights_identity(self.weights, self.random_init, self.seed)
-        if identity is None:
-            raise self._no_weights_error()
-        return identity
-
     def weights_source(self) -> str:
         return ("--protocol P (the encoders of `iqa-store train metaiqa`), --weights registry:metaiqa-prior/FP, "
                 "registry:metaiqa/FP or a file")
-
-    def weights_available(self) -> bool:
-        return bool(self.weights or self.random_init)
 
     def _no_weights_error(self) -> ExtractorError:
         return ExtractorError("metaiqa needs trained weights: `iqa-store train metaiqa-prior`, then `iqa-store train "
@@ -108,28 +99,16 @@ class Metaiqa(Extractor):
         from iqa_store.nets.metaiqa import eval_view
         return eval_view(pixels_to_input(read_rgb(path)), self.size)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)  # workers get the settings, never the weights
-        state["_model"] = state["_state"] = None
-        return state
-
     def prepare(self, options: RunOptions) -> None:
-        import torch
-
         from iqa_store.nets.metaiqa import MetaIQANet
-        if self.random_init:
-            torch.manual_seed(self.seed)
-        model = MetaIQANet(self.backbone)
-        if not self.random_init:
-            if self._state is None:
-                raise self._no_weights_error()
-            try:
-                model.load_state_dict(self._state, strict=True)
-            except RuntimeError as error:
-                raise ExtractorError(f"{self.weights} does not fit the MetaIQA network: "
-                                     f"{str(error).splitlines()[0][:300]}") from None
-        self._device = options.device
-        self._model = model.eval().to(options.device)
+        self._place(lambda: MetaIQANet(self.backbone), self._load, options.device)
+
+    def _load(self, model: Any, state: dict[str, Any]) -> None:
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise ExtractorError(f"{self.weights} does not fit the MetaIQA network: "
+                                 f"{str(error).splitlines()[0][:300]}") from None
 
     def compute(self, batch: "torch.Tensor") -> np.ndarray:
         import torch

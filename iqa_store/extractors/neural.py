@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from iqa_store.extractors.base import ExtractorError
 from iqa_store.fingerprint import file_sha256
@@ -77,6 +77,40 @@ def _check_tensors(state: dict[str, Any], path: str) -> None:
     if other:
         raise ExtractorError(f"{path} is neither a state dict nor a checkpoint with one under 'model' or "
                              f"'state_dict': its entries {other[:5]} are not tensors")
+
+
+class TrainedWeights:
+    """For extractors whose weights are always a file or a registry encoder (nothing published to
+    download here): their identity, availability, workers that never receive the weights, and
+    loading. The class defines ``weights``, ``random_init``, ``seed``, ``_state``, ``_model``,
+    ``_device`` and ``_no_weights_error``; list this class before ``Extractor``."""
+
+    def weights_identity(self) -> dict[str, Any]:
+        identity = local_weights_identity(self.weights, self.random_init, self.seed)
+        if identity is None:
+            raise self._no_weights_error()
+        return identity
+
+    def weights_available(self) -> bool:
+        return bool(self.weights or self.random_init)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)  # workers get the settings, never the weights
+        state["_model"] = state["_state"] = None
+        return state
+
+    def _place(self, build: Callable[[], Any], load: Callable[[Any, dict[str, Any]], None], device: str) -> None:
+        """The network from ``build`` (seeded when random), the weights put in by ``load`` unless random, on ``device``."""
+        import torch
+        if self.random_init:
+            torch.manual_seed(self.seed)
+        model = build()
+        if not self.random_init:
+            if self._state is None:
+                raise self._no_weights_error()
+            load(model, self._state)
+        self._device = device
+        self._model = model.eval().to(device)
 
 
 def local_weights_identity(weights: str | None, random_init: bool, seed: int = 0) -> dict[str, Any] | None:

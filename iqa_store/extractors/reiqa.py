@@ -33,8 +33,8 @@ from PIL import Image
 from iqa_store.extractors.base import Extractor, ExtractorError, RunOptions
 from iqa_store.images import read_rgb
 from iqa_store.extractors.embedder import group_by_shape, half_scale, pixels_to_input
-from iqa_store.extractors.neural import (autocast, check_precision, existing_weights_file, load_state_dict,
-                                        local_weights_identity)
+from iqa_store.extractors.neural import (TrainedWeights, autocast, check_precision, existing_weights_file,
+                                        load_state_dict)
 from iqa_store.nets import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone, feature_dim
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ Pair = tuple["torch.Tensor", "torch.Tensor"]  # one image at full and at half sc
 
 
 @dataclass
-class ReiqaExtractor(Extractor):
+class ReiqaExtractor(TrainedWeights, Extractor):
     weights: str | None = None
     backbone: str | None = None  # None: the encoder's config, the file's exact match, or resnet50 for random_init
     random_init: bool = False
@@ -108,18 +108,9 @@ class ReiqaExtractor(Extractor):
                                "half_scale": "PIL bicubic to (w // 2, h // 2)", "values": "[0, 1]",
                                "normalization": self.input_normalization()}}
 
-    def weights_identity(self) -> dict[str, Any]:
-        identity = local_weights_identity(self.weights, self.random_init, self.seed)
-        if identity is None:
-            raise self._no_weights_error()
-        return identity
-
     def weights_source(self) -> str:
         return (f"--weights registry:NAME (an encoder from `iqa-store train {self.name}`), or --weights "
                 f"reiqa_ckpts/{self.published_file} (avinabsaha/ReIQA)")
-
-    def weights_available(self) -> bool:
-        return bool(self.weights or self.random_init)
 
     def _no_weights_error(self) -> ExtractorError:
         return ExtractorError(f"{self.name} needs weights: --weights registry:NAME[/FINGERPRINT] (see `iqa-store ls`) "
@@ -138,24 +129,10 @@ class ReiqaExtractor(Extractor):
     def collate(self, items: Sequence[Pair]) -> list[Pair]:
         return list(items)  # sizes differ between images: compute groups them by shape
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Workers get the settings, never the weights.
-        state = dict(self.__dict__)
-        state["_model"] = state["_state"] = None
-        return state
-
     # --- main-process side -----------------------------------------------------------------
     def prepare(self, options: RunOptions) -> None:
-        import torch
-        if self.random_init:
-            torch.manual_seed(self.seed)
-        model = build_backbone(self.backbone or DEFAULT_BACKBONE)
-        if not self.random_init:
-            if self._state is None:
-                raise self._no_weights_error()
-            model.load_state_dict(self._state, strict=True)
-        self._device = options.device
-        self._model = model.eval().to(options.device)
+        self._place(lambda: build_backbone(self.backbone or DEFAULT_BACKBONE),
+                    lambda model, state: model.load_state_dict(state, strict=True), options.device)
 
     def compute(self, batch: list[Pair]) -> np.ndarray:
         import torch

@@ -26,8 +26,8 @@ import numpy as np
 
 from iqa_store.extractors.base import Extractor, ExtractorError, RunOptions
 from iqa_store.extractors.embedder import group_by_shape, half_scale, pixels_to_input
-from iqa_store.extractors.neural import (autocast, check_precision, existing_weights_file, load_state_dict,
-                                        local_weights_identity)
+from iqa_store.extractors.neural import (TrainedWeights, autocast, check_precision, existing_weights_file,
+                                        load_state_dict)
 from iqa_store.images import read_rgb
 from iqa_store.nets import BACKBONES
 
@@ -41,7 +41,7 @@ Pair = tuple["torch.Tensor", "torch.Tensor"]
 
 
 @dataclass
-class Slique(Extractor):
+class Slique(TrainedWeights, Extractor):
     """SLIQUE's image encoder: L2-normalised pooled ResNet features at full and half scale."""
 
     weights: str | None = None
@@ -93,18 +93,9 @@ class Slique(Extractor):
                                "half_scale": "PIL bicubic to (w // 2, h // 2)", "values": "[0, 1]",
                                "flips": "none", "features": "pooled trunk output, L2-normalised per scale"}}
 
-    def weights_identity(self) -> dict[str, Any]:
-        identity = local_weights_identity(self.weights, self.random_init, self.seed)
-        if identity is None:
-            raise self._no_weights_error()
-        return identity
-
     def weights_source(self) -> str:
         return (f"--weights registry:NAME (an encoder from `iqa-store train slique`), or --weights {PUBLISHED_FILE} "
                 "(Iceuro/SLIQUE, Google Drive)")
-
-    def weights_available(self) -> bool:
-        return bool(self.weights or self.random_init)
 
     def _no_weights_error(self) -> ExtractorError:
         return ExtractorError(f"slique needs weights: --weights registry:NAME[/FINGERPRINT] (see `iqa-store ls`) or "
@@ -118,28 +109,17 @@ class Slique(Extractor):
     def collate(self, items: Sequence[Pair]) -> list[Pair]:
         return list(items)  # sizes differ between images: compute groups them by shape
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)  # workers get the settings, never the weights
-        state["_model"] = state["_state"] = None
-        return state
-
     # --- main-process side -----------------------------------------------------------------
     def prepare(self, options: RunOptions) -> None:
-        import torch
+        from iqa_store.nets.slique import build_trunk
+        self._place(lambda: build_trunk(*self.network()), self._load, options.device)
 
-        from iqa_store.nets.slique import build_trunk, load_trunk
-        if self.random_init:
-            torch.manual_seed(self.seed)
-        trunk = build_trunk(*self.network())
-        if not self.random_init:
-            if self._state is None:
-                raise self._no_weights_error()
-            try:
-                load_trunk(trunk, self._state, str(self.weights))
-            except ValueError as error:
-                raise ExtractorError(str(error)) from None
-        self._device = options.device
-        self._model = trunk.eval().to(options.device)
+    def _load(self, trunk: Any, state: dict[str, Any]) -> None:
+        from iqa_store.nets.slique import load_trunk
+        try:
+            load_trunk(trunk, state, str(self.weights))
+        except ValueError as error:
+            raise ExtractorError(str(error)) from None
 
     def compute(self, batch: list[Pair]) -> np.ndarray:
         import torch
