@@ -147,20 +147,24 @@ def test_gc_collects_only_abandoned_work(store: FeatureStore, toy, tmp_path: Pat
         (folder / "sub").mkdir(parents=True)
     old_tmp = complete.path / "chunks" / ".0.json.x1.tmp"
     fresh_tmp = complete.path / "chunks" / ".1.json.x2.tmp"  # a writer may be renaming it right now
-    old_tmp.write_text("{")
-    fresh_tmp.write_text("{")
-    os.utime(old_tmp, (time.time() - 7200, time.time() - 7200))
+    chunk = next(f for f in sorted(complete.path.rglob("*")) if f.is_file() and f.parent != complete.path)
+    old_partial = chunk.with_name(f"{chunk.name}.{'a' * 32}.partial")  # zarr's write in progress, killed
+    fresh_partial = chunk.with_name(f"{chunk.name}.{'b' * 32}.partial")
+    for file in (old_tmp, fresh_tmp, old_partial, fresh_partial):
+        file.write_text("{")
+    for file in (old_tmp, old_partial):
+        os.utime(file, (time.time() - 7200, time.time() - 7200))
 
     with store.writer_lock(busy):
         items = store.gc(dry_run=True)
-        expected = {str(leftover), str(partial.path), str(old_tmp)}
+        expected = {str(leftover), str(partial.path), str(old_tmp), str(old_partial)}
         assert {i.path for i in items} == expected
         assert all(Path(p).exists() for p in expected)
         result = _invoke("gc", "--store", str(store.root), "--format", "json")
         assert result.exit_code == 0
         assert {i["path"] for i in json.loads(result.output)} == expected
     assert not any(Path(p).exists() for p in expected)
-    assert live.exists() and fresh_tmp.exists() and busy.path.exists()
+    assert live.exists() and fresh_tmp.exists() and fresh_partial.exists() and busy.path.exists()
     assert FeatureSet(complete.path).is_complete and complete.counts()["done"] == 10
     # its writer gone, the other partial set goes too
     assert [i.path for i in store.gc()] == [str(busy.path)] and not busy.path.exists()

@@ -265,7 +265,9 @@ class FeatureStore:
                     if not dry_run:  # make it disappear while no writer can start on it; delete at leisure
                         trash.append(self.staging_path())
                         fs.path.rename(trash[-1])
-        for tmp in self.root.glob("**/.*.tmp"):
+        # ours (.NAME.XXXX.tmp, files.py) anywhere; zarr's (NAME.<uuid>.partial) in feature sets' chunk folders
+        leftovers = [*self.root.glob("**/.*.tmp"), *self.features_dir.glob("**/*.partial")]
+        for tmp in leftovers:
             try:
                 age = time.time() - tmp.stat().st_mtime
             except OSError:
