@@ -17,6 +17,7 @@ registered name, and covers the loaders it does not: registry encoders and train
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import signal
@@ -55,18 +56,30 @@ TRAINING = {
                   "--batch-size", "2"],
     "clipiqa-plus": ["-d", "csv", "--root", "{photos}", "-o", "labels=labels.csv", "-p", "random-80-20",
                      "--splits", "2", "--split", "0", "--arch", TINY["rn"], "--weights", "{clip}", "--batch-size", "2"],
+    "slique": ["--images", "{photos}", "--backbone", "resnet-tiny", "--width", "8", "--embed-dim", "16", "--head-dim",
+               "16", "--text-width", "32", "--text-layers", "1", "--text-heads", "2", "--context-length", "16",
+               "--crop", "32", "--no-content-texts", "--batch-size", "2"],
+    "mpiqe": ["-d", "csv", "--root", "{photos}", "-o", "labels=labels.csv", "-p", "random-80-20", "--splits", "2",
+              "--split", "0", "--arch", TINY["vit"], "--pretrained", "none", "--window", "2", "--heads", "2",
+              "--decoder-layers", "1", "--crops", "2", "--batch-size", "2"],
+    "metaiqa-prior": ["--roots", "kadid10k={prior}/kadid10k,tid2013={prior}/tid2013", "--backbone", "resnet-tiny",
+                      "--init", "random", "--resize", "40", "--crop", "32", "--tasks-per-step", "2",
+                      "--support-fraction", "0.5", "--batch-size", "8"],
+    "metaiqa": ["-d", "csv", "--root", "{photos}", "-o", "labels=labels.csv", "-p", "random-80-20", "--splits", "2",
+                "--split", "0", "--backbone", "resnet-tiny", "--init", "random", "--resize", "40", "--crop", "32",
+                "--batch-size", "2"],
 }
 
 
-def _shared_conftest():
-    """tests/conftest.py (``import conftest`` here finds tests/reliability/conftest.py)."""
-    spec = importlib.util.spec_from_file_location("tests_conftest", Path(__file__).parents[1] / "conftest.py")
+def _test_module(name: str):
+    """A module of tests/ (``import conftest`` here finds tests/reliability/conftest.py)."""
+    spec = importlib.util.spec_from_file_location(f"tests_{name}", Path(__file__).parents[1] / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-PicklePayload = _shared_conftest().PicklePayload
+PicklePayload = _test_module("conftest").PicklePayload
 
 
 def pickled_checkpoint(path: Path, marker: Path) -> Path:
@@ -101,7 +114,12 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
         Image.fromarray(np.clip(127 + 100 * (pixels + noise), 0, 255).astype(np.uint8)).save(root / f"p{k}.jpg")
     pd.DataFrame({"path": [f"p{k}.jpg" for k in range(8)], "mos": np.linspace(1, 5, 8)}).to_csv(
         root / "labels.csv", index=False)
+    _test_module("test_metaiqa").write_prior_datasets(prior_folder(root))  # KADID and TID trees for the prior
     return root
+
+
+def prior_folder(photos: Path) -> Path:
+    return photos.parent / f"{photos.name}-prior"
 
 
 def extract_args(model: str, photos: Path, store: Path) -> list[str]:
@@ -116,7 +134,8 @@ def weights_file(model: str, folder: Path, marker: Path) -> tuple[Path, list[str
         getattr(transformers, HF_CONFIGS[model])().save_pretrained(folder)
         return pickled_checkpoint(folder / "pytorch_model.bin", marker), []
     settings = []
-    arch = getattr(create_extractor(model), "arch", None)
+    extractor = create_extractor(model)
+    arch = getattr(extractor, "arch", None) if "arch" in {f.name for f in dataclasses.fields(extractor)} else None
     if isinstance(arch, str):  # the open_clip families: a tiny architecture of the same kind
         settings = ["-s", f"arch={TINY['rn'] if arch.upper().startswith('RN') else TINY['vit']}"]
     return pickled_checkpoint(folder / "weights.pt", marker), settings
@@ -158,7 +177,7 @@ def tiny_clip_file(tiny_clip_env, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 def train_command(stage: str, photos: Path, store: Path, clip: Path, *extra: str) -> list[str]:
-    args = [a.format(photos=photos, clip=clip) for a in TRAINING[stage]]
+    args = [a.format(photos=photos, clip=clip, prior=prior_folder(photos)) for a in TRAINING[stage]]
     return ["train", stage, *args, "--store", str(store), "--device", "cpu", "--workers", "0", "-q", *extra]
 
 
