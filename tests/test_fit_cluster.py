@@ -138,3 +138,21 @@ def test_default_layout_fits_here_with_the_workers_blas_threads(grid_args: tuple
     assert len(lines) == 1 and "cells in this process" in lines[0], lines
     assert layout.blas_threads == max(1, (os.cpu_count() or 1) // 2)
     assert_same(auto, in_process)
+
+
+def test_tasks_that_can_never_finish_end_in_a_connection_error() -> None:
+    """A Dask client that gave up on its scheduler leaves its futures pending for ever: the grid asks the
+    executor whether it can still finish and stops with a ConnectionError (the CLI's one error line)."""
+    import concurrent.futures
+
+    from iqa_store.fit.grid import _submit_and_collect
+
+    class Abandoned(concurrent.futures.Executor):
+        def submit(self, fn, /, *args, **kwargs):
+            return concurrent.futures.Future()  # never resolved, as a closed client's
+
+        def lost(self) -> str:
+            return "the Dask client is closed: its scheduler went away"
+
+    with pytest.raises(ConnectionError, match="client is closed.*2 grid task"):
+        list(_submit_and_collect(["a", "b"], None, Abandoned(), []))

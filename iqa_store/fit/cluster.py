@@ -60,6 +60,11 @@ class DaskExecutor(concurrent.futures.Executor):
     def share(self, value: Any) -> Any:
         return self.client.scatter(value, broadcast=True, hash=False)
 
+    def lost(self) -> str | None:
+        """Why the tasks can no longer finish (the client closed after losing its scheduler), or None."""
+        status = str(getattr(self.client, "status", ""))
+        return f"the Dask client is {status}: its scheduler went away" if status in ("closing", "closed") else None
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._executor.shutdown(wait=wait)
 

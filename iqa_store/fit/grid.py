@@ -201,6 +201,7 @@ def _templates(regressors: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
 
 
 _SHARE_ATTEMPTS = 3
+_LIVENESS_SECONDS = 1.0  # how often a wait with nothing finished asks whether the executor can still finish
 
 
 def _run_tasks(tasks: list[GridTask], data: GridData,
@@ -232,14 +233,22 @@ def _submit_and_collect(tasks: list[GridTask], shared: Any, executor: concurrent
                         cancelled: list[GridTask]) -> Iterator[list[CellResult]]:
     """Results of the tasks that finish; the tasks the executor cancelled go to ``cancelled``."""
     futures = {executor.submit(run_task, task, shared): task for task in tasks}
+    lost = getattr(executor, "lost", lambda: None)
+    pending = set(futures)
     try:
-        for future in concurrent.futures.as_completed(futures):
-            try:
-                result = future.result()
-            except concurrent.futures.CancelledError:
-                cancelled.append(futures[future])
-                continue
-            yield result
+        while pending:
+            done, pending = concurrent.futures.wait(pending, timeout=_LIVENESS_SECONDS,
+                                                    return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                try:
+                    result = future.result()
+                except concurrent.futures.CancelledError:
+                    cancelled.append(futures[future])
+                    continue
+                yield result
+            # a client that gave up on its scheduler leaves its futures pending for ever (distributed 2026.8)
+            if not done and (reason := lost()):
+                raise ConnectionError(f"{reason}; {len(pending)} grid task(s) unfinished")
     finally:
         for future in futures:  # after an error, do not leave the rest running
             future.cancel()
