@@ -25,7 +25,8 @@ from iqa_store.store import FeatureStore
 from iqa_store.texts import annotate, texts_by_image
 from iqa_store.train import _with_texts
 from iqa_store.train.data import TrainingData
-from iqa_store.train.slique import SliqueStage, read_state
+from iqa_store.nets.weights import read_state_dict as read_state
+from iqa_store.train.slique import SliqueStage
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -13,7 +13,7 @@ registry:cnniqa/FP`` or a file (safetensors or a tensor-only torch file with the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -44,9 +44,6 @@ class Cnniqa(TrainedWeights, Extractor):
     version = "1"
     description = "CNNIQA patch network (Kang et al. 2014), trained per split with `iqa-store train cnniqa`"
     licence = "encoders you train: yours"
-    _state: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
-    _model: Any = field(default=None, init=False, repr=False, compare=False)
-    _device: str = field(default="cpu", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUTS:

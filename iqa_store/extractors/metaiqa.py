@@ -15,7 +15,7 @@ the network's keys, ``backbone.*`` and ``head.*``). The official whole-module pi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,9 +49,6 @@ class Metaiqa(TrainedWeights, Extractor):
     version = "1"
     description = "MetaIQA ResNet-18 + head (Zhu et al. 2020), prior by `train metaiqa-prior`, fine-tuned per split"
     licence = "encoders you train: yours"
-    _state: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
-    _model: Any = field(default=None, init=False, repr=False, compare=False)
-    _device: str = field(default="cpu", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         from iqa_store.nets.metaiqa import LAYERS

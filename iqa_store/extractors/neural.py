@@ -9,6 +9,7 @@ seconds to hash and the fingerprint is asked for several times per run.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -43,47 +44,24 @@ def existing_weights_file(path: str | Path) -> str:
 
 
 def load_state_dict(path: str) -> dict[str, Any]:
-    """A checkpoint's state dict without unpickling arbitrary objects.
-
-    The state dict may sit under 'state_dict' or 'model' (training checkpoints); DataParallel's
-    'module.' prefixes are stripped.
-    """
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
-        try:
-            state = load_file(path)
-        except Exception as error:  # SafetensorError for a damaged or substituted file (a pickle renamed, say)
-            raise ExtractorError(f"cannot read {path}: not a valid safetensors file ({type(error).__name__}: "
-                                 f"{error})") from None
-    else:
-        import torch
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises UnpicklingError, RuntimeError, ... for untrusted content
-            raise ExtractorError(f"refusing to load {path}: it is not a plain tensor checkpoint that loads with "
-                                 f"weights_only=True ({type(error).__name__}: {str(error)[:200]})") from error
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ExtractorError(f"{path} holds a {type(state).__name__}, not a state dict")
-    _check_tensors(state, path)
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    """A checkpoint's state dict without unpickling arbitrary objects (``iqa_store.nets.weights``)."""
+    from iqa_store.nets.weights import WeightsError, read_state_dict
+    try:
+        return read_state_dict(path)
+    except WeightsError as error:
+        raise ExtractorError(str(error)) from None
 
 
-def _check_tensors(state: dict[str, Any], path: str) -> None:
-    import torch
-    other = sorted(str(k) for k, v in state.items() if not isinstance(v, torch.Tensor))
-    if other:
-        raise ExtractorError(f"{path} is neither a state dict nor a checkpoint with one under 'model' or "
-                             f"'state_dict': its entries {other[:5]} are not tensors")
-
-
+@dataclass
 class TrainedWeights:
     """For extractors whose weights are always a file or a registry encoder (nothing published to
     download here): their identity, availability, workers that never receive the weights, and
-    loading. The class defines ``weights``, ``random_init``, ``seed``, ``_state``, ``_model``,
-    ``_device`` and ``_no_weights_error``; list this class before ``Extractor``."""
+    loading, with the loaded state, model and device. The class defines ``weights``,
+    ``random_init``, ``seed`` and ``_no_weights_error``; list this class before ``Extractor``."""
+
+    _state: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+    _model: Any = field(default=None, init=False, repr=False, compare=False)
+    _device: str = field(default="cpu", init=False, repr=False, compare=False)
 
     def weights_identity(self) -> dict[str, Any]:
         identity = local_weights_identity(self.weights, self.random_init, self.seed)

@@ -22,7 +22,7 @@ Images keep their own sizes, so a batch is run as one forward pass per distinct 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
@@ -60,9 +60,6 @@ class ReiqaExtractor(TrainedWeights, Extractor):
     licence = "published checkpoints: see avinabsaha/ReIQA; encoders you pretrain: yours"
     normalization: ClassVar[str]  # the reference extraction's input normalisation for this encoder
     published_file: ClassVar[str]
-    _state: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
-    _model: Any = field(default=None, init=False, repr=False, compare=False)
-    _device: str = field(default="cpu", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_precision(self.precision)

@@ -18,7 +18,7 @@ Weights, exactly one of:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -54,9 +54,6 @@ class Slique(TrainedWeights, Extractor):
     name = "slique"
     version = "1"
     licence = "released checkpoint: Iceuro/SLIQUE ships no licence; encoders you pretrain: yours"
-    _state: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
-    _model: Any = field(default=None, init=False, repr=False, compare=False)
-    _device: str = field(default="cpu", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_precision(self.precision)

@@ -20,15 +20,15 @@ torchvision ResNet-18 checkpoint loads into ``backbone`` unchanged.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from iqa_store.nets.resnet import BACKBONES, IMAGENET_MEAN, IMAGENET_STD
+from iqa_store.nets.weights import WeightsError
 
-__all__ = ["LAYERS", "MetaIQANet", "WeightsError", "eval_view", "imagenet_backbone_state", "load_into", "read_state",
+__all__ = ["LAYERS", "MetaIQANet", "WeightsError", "eval_view", "imagenet_backbone_state", "load_into",
            "train_view"]
 
 LAYERS = ("head", "gap", "logits")
@@ -37,10 +37,6 @@ HEAD_WIDTHS = (1024, 512)
 TRAIN_RESIZE, CROP = 256, 224
 # torchvision's published ImageNet weights per backbone (the file name carries its sha256 prefix)
 IMAGENET_WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights"}
-
-
-class WeightsError(ValueError):
-    """A weights file or a weights source that cannot be used."""
 
 
 class MetaIQANet(nn.Module):
@@ -126,32 +122,6 @@ def imagenet_backbone_state(backbone: str) -> dict[str, torch.Tensor]:
         raise WeightsError(f"metaiqa: cannot get torchvision's ImageNet {backbone} weights ({type(error).__name__}: "
                            f"{str(error)[:200]}); put {Path(weights.url).name} in {cached.parent} or start from "
                            "a file") from None
-
-
-def read_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from safetensors or a tensor-only torch file (never unpickled); a training
-    checkpoint's 'model' / 'state_dict' entry and DataParallel's 'module.' prefixes are accepted."""
-    text = str(path)
-    if not Path(text).is_file():
-        raise WeightsError(f"weights file not found: {text}")
-    if text.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        try:
-            state: Any = load_file(text)
-        except Exception as error:  # safetensors raises its own types for bad headers
-            raise WeightsError(f"{text} is not a readable safetensors file ({type(error).__name__}: {error})") from None
-    else:
-        try:
-            state = torch.load(text, map_location="cpu", weights_only=True)
-        except Exception as error:  # UnpicklingError, RuntimeError... for anything but plain tensors
-            raise WeightsError(f"refusing to load {text}: it is not a plain tensor checkpoint that loads with "
-                               f"weights_only=True ({type(error).__name__}: {str(error)[:200]})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{text} is not a state dict of tensors")
-    return {str(k).removeprefix("module."): v for k, v in state.items()}
 
 
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

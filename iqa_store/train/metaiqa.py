@@ -59,8 +59,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from iqa_store.nets.metaiqa import (CROP, HEAD_WIDTHS, TRAIN_RESIZE, MetaIQANet, eval_view,
-                                    imagenet_backbone_state, load_into, read_state, train_view)
+                                    imagenet_backbone_state, load_into, train_view)
 from iqa_store.nets.resnet import BACKBONES
+from iqa_store.nets.weights import read_state_dict
 from iqa_store.splits import PROTOCOLS
 from iqa_store.train import distributed
 from iqa_store.train.data import TrainingData, derived_seed
@@ -231,7 +232,7 @@ class _MetaiqaStage(Stage):
         if self.init == "imagenet":
             load_into(net.backbone, imagenet_backbone_state(self.backbone), f"torchvision's {self.backbone}")
         elif self.init != "random":
-            load_into(net.backbone, read_state(self.init), self.init)
+            load_into(net.backbone, read_state_dict(self.init), self.init)
         return net
 
     def sample(self, example: Example, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

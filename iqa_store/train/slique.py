@@ -47,6 +47,7 @@ from torch import nn
 from iqa_store.distortions._random import randint, uniform
 from iqa_store.nets import BACKBONES
 from iqa_store.nets.slique import (ImageEncoder, build_text_tower, encode_texts, load_trunk, tokenize, trunk_dim)
+from iqa_store.nets.weights import read_state_dict
 from iqa_store.train.augment import contrique_view, half_scale
 from iqa_store.train.crops import Box, min_side, ola_pair
 from iqa_store.train.qualiclip import at_least, cut
@@ -244,7 +245,7 @@ class SliqueStage(Stage):
                              self.head_hidden or None, self.head_dim if self.image_image else None)
         if self.init_weights:
             path = Path(self.init_weights).expanduser()
-            load_trunk(image.trunk, read_state(path), str(path))
+            load_trunk(image.trunk, read_state_dict(path), str(path))
         text = None
         if self.image_text:
             text = build_text_tower(self.text_width, self.text_layers, self.text_heads, self.context_length,
@@ -310,22 +311,3 @@ class SliqueStage(Stage):
                   "input": "whole image at native resolution and at half scale, values in [0, 1]; pooled trunk "
                            "features L2-normalised per scale, concatenated"}
         return Export(state, config)
-
-
-def read_state(path: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors without unpickling (safetensors or torch weights_only), 'module.' stripped."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickles, damaged files: many exception types
-        raise ValueError(f"refusing to load {path}: not a plain tensor checkpoint (weights_only=True): "
-                         f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not a state dict of tensors")
-    return {key.removeprefix("module."): value for key, value in state.items()}
