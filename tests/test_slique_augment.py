@@ -14,8 +14,8 @@ import torch
 from iqa_store.distortions._random import randint, uniform
 from iqa_store.train.augment import (COLOUR_SPACES, CONVERSIONS, contrique_view, half_scale, mean_subtracted,
                                      to_grey, to_hsv, to_lab)
-from iqa_store.train.crops import min_side, ola_pair
-from iqa_store.train.qualiclip import at_least, cut
+from iqa_store.train.crops import cut, min_side, ola_pair
+from iqa_store.nets.resize import upscaled_to
 from iqa_store.train.slique import SliqueStage
 
 
@@ -86,7 +86,7 @@ def test_the_stage_pairs_are_ola_crops_of_one_scale_with_their_own_view_draws() 
         pair = stage.image_pair(photo, torch.Generator().manual_seed(seed))
         replay = torch.Generator().manual_seed(seed)  # the same draws, in the documented order
         scaled = half_scale(photo) if uniform(replay) < 0.5 else photo
-        scaled = at_least(scaled, min_side(32))
+        scaled = upscaled_to(scaled, min_side(32))
         boxes = ola_pair(scaled.shape[-2], scaled.shape[-1], 32, (0.1, 0.3), replay)
         for view, box in zip(pair, boxes):
             expected = CONVERSIONS[COLOUR_SPACES[randint(replay, len(COLOUR_SPACES))]](cut(scaled, box))

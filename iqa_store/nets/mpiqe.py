@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from iqa_store.nets.mpiqe_labels import class_lists
+from iqa_store.nets.resize import upscaled_to
 
-__all__ = ["MpiqeConfig", "MpiqeModel", "MpiqeOutput", "class_prompt_tokens", "random_crops", "upscaled_to"]
+__all__ = ["MpiqeConfig", "MpiqeModel", "MpiqeOutput", "class_prompt_tokens", "random_crops"]
 
 VisualDepth = Literal["deep", "shallow", "none"]
 Pooling = Literal["mean", "max"]
@@ -251,14 +252,6 @@ def window_similarity(patches: torch.Tensor, texts: torch.Tensor, window: int, t
 
 # --- crops, shared by training and extraction -------------------------------------------------------
 
-def upscaled_to(image: torch.Tensor, side: int) -> torch.Tensor:
-    """[3, H, W] upscaled (bicubic, aspect kept) so that its shorter side is at least ``side``."""
-    height, width = image.shape[-2:]
-    if min(height, width) >= side:
-        return image
-    scale = side / min(height, width)
-    size = [max(side, math.ceil(height * scale)), max(side, math.ceil(width * scale))]
-    return F.interpolate(image[None], size=size, mode="bicubic", align_corners=False)[0].clamp(0, 1)
 
 
 def random_crops(image: torch.Tensor, count: int, side: int, generator: torch.Generator) -> torch.Tensor:

@@ -35,6 +35,11 @@ class Box:
         return self.area_shared(other) / float(self.size * self.size)
 
 
+def cut(image: torch.Tensor, box: Box) -> torch.Tensor:
+    """The pixels of ``box`` in a [3, H, W] image."""
+    return image[:, box.top:box.top + box.size, box.left:box.left + box.size]
+
+
 def min_side(patch: int) -> int:
     return math.ceil(MIN_SIDE_IN_PATCHES * patch)
 

@@ -58,7 +58,8 @@ from iqa_store.fingerprint import file_sha256
 from iqa_store.nets.clip_quality import (CLIP_MEAN, CLIP_STD, encode_prompts, load_clip_state, pooled_image_features,
                                          prompt_pairs, prompt_sets, qualiclip_tensors, read_clip_state)
 from iqa_store.nets.openclip import open_clip_module
-from iqa_store.train.crops import Box
+from iqa_store.nets.resize import upscaled_to
+from iqa_store.train.crops import Box, cut
 from iqa_store.train.stage import Data, Example, Export, Stage, StepContext, TrainingDefaults, option
 
 PAIRS_IN_LOSS = ("mean-similarity", "per-pair")
@@ -120,17 +121,8 @@ def _shifted_pair(size: int, crop: int, max_shift: float, generator: torch.Gener
     return start, start + shift
 
 
-def cut(image: torch.Tensor, box: Box) -> torch.Tensor:
-    return image[:, box.top:box.top + box.size, box.left:box.left + box.size]
 
 
-def at_least(image: torch.Tensor, side: int) -> torch.Tensor:
-    """``image`` upscaled (bicubic, aspect kept) so that its shorter side is at least ``side``."""
-    height, width = image.shape[-2:]
-    if min(height, width) >= side:
-        return image
-    size = [max(side, math.ceil(height * side / min(height, width))), max(side, math.ceil(width * side / min(height, width)))]
-    return F.interpolate(image[None], size=size, mode="bicubic", align_corners=False)[0].clamp(0, 1)
 
 
 def draw_distortion(bank: str, generator: torch.Generator) -> str:
@@ -301,7 +293,7 @@ class QualiclipStage(ClipStage):
 
     def sample(self, example: Example, generator: torch.Generator) -> torch.Tensor:
         """[L, 2, 3, crop, crop]: the two overlapping crops at each level of one distortion, CLIP-normalised."""
-        image = at_least(example.image, self.crop)
+        image = upscaled_to(example.image, self.crop)
         first, second = overlapping_crops(image.shape[-2], image.shape[-1], self.crop, self.max_shift, generator)
         crops = torch.stack([cut(image, first), cut(image, second)])
         kind = draw_distortion(self.bank, generator)

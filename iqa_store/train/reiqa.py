@@ -41,6 +41,7 @@ from iqa_store.distortions import apply as distort
 from iqa_store.distortions import get_bank, sample_distinct
 from iqa_store.distortions._random import uniform
 from iqa_store.nets import IMAGENET_MEAN, IMAGENET_STD
+from iqa_store.nets.resize import upscaled_to
 from iqa_store.train.crops import Box, context_region, min_side, ola_pair
 from iqa_store.train.moco import ContrastiveStage
 from iqa_store.train.stage import TrainingDefaults, option
@@ -100,7 +101,7 @@ class QualityStage(ContrastiveStage):
         return (self.n_aug + 1) * self.scales
 
     def views(self, image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        image = _upscale_to(image, min_side(self.patch) * 2 ** (self.scales - 1))
+        image = upscaled_to(image, min_side(self.patch) * 2 ** (self.scales - 1))
         distortions = sample_distinct(self.bank, self.n_aug, generator)
         pairs = [self._chunk_pairs(image, 2 ** scale, distortions, generator) for scale in range(self.scales)]
         return torch.cat([q for q, _ in pairs]), torch.cat([k for _, k in pairs])
@@ -145,13 +146,6 @@ def _downscale(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(images, size=list(size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
-def _upscale_to(image: torch.Tensor, shorter_side: int) -> torch.Tensor:
-    height, width = image.shape[-2:]
-    if min(height, width) >= shorter_side:
-        return image
-    factor = shorter_side / min(height, width)
-    size = [max(shorter_side, math.ceil(height * factor)), max(shorter_side, math.ceil(width * factor))]
-    return F.interpolate(image[None], size=size, mode="bicubic", align_corners=False)[0].clamp(0, 1)
 
 
 def _resized_crop_box(height: int, width: int, min_scale: float, generator: torch.Generator) -> tuple[int, int, int, int]:

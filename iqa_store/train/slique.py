@@ -47,10 +47,10 @@ from torch import nn
 from iqa_store.distortions._random import randint, uniform
 from iqa_store.nets import BACKBONES
 from iqa_store.nets.slique import (ImageEncoder, build_text_tower, encode_texts, load_trunk, tokenize, trunk_dim)
+from iqa_store.nets.resize import upscaled_to
 from iqa_store.nets.weights import read_state_dict
 from iqa_store.train.augment import contrique_view, half_scale
-from iqa_store.train.crops import Box, min_side, ola_pair
-from iqa_store.train.qualiclip import at_least, cut
+from iqa_store.train.crops import Box, cut, min_side, ola_pair
 from iqa_store.train.stage import Data, Example, Export, Stage, StepContext, TrainingDefaults, option
 
 OBJECTIVES = ("joint", "image-image", "image-text")
@@ -259,7 +259,7 @@ class SliqueStage(Stage):
         if self.image_image:
             pairs = self.image_pair(example.image, generator)
         if self.image_text:
-            image = at_least(example.image, self.crop)
+            image = upscaled_to(example.image, self.crop)
             salient = cut(image, salient_box(image, self.crop)).clone()
             text = example.texts[randint(generator, len(example.texts))]
             tokens = tokenize([text], self.context_length)[0]
@@ -270,7 +270,7 @@ class SliqueStage(Stage):
         contrique = self.augment == "contrique"
         if contrique and uniform(generator) < 0.5:
             image = half_scale(image)
-        image = at_least(image, min_side(self.crop))
+        image = upscaled_to(image, min_side(self.crop))
         first, second = ola_pair(image.shape[-2], image.shape[-1], self.crop, (self.ola_min, self.ola_max), generator)
         views = [cut(image, first), cut(image, second)]
         return torch.stack([contrique_view(v, generator) for v in views] if contrique else views)
