@@ -371,7 +371,7 @@ def report(target: str | Path, *, store: FeatureStore | str | None = None, out: 
     else:
         raise FileNotFoundError(2, "not a pipeline file, a pipeline run on this store, or a fit run id "
                                    "(`iqa-store results ls` lists runs)", target)
-    folder = Path(out) if out else feature_store.root / "reports" / name
+    folder = Path(out) if out else feature_store.reports_dir / name
     pairs = [Comparison(a, b, metric) for a, b in compare]
     return build_report(collect_runs(feature_store.results_dir, runs), spec, folder, feature_store, title=title,
                         notes=notes, compare=pairs)

@@ -1,6 +1,6 @@
 """The report's HTML page in headless Chromium: it loads offline with no console errors, fetches
 nothing, and shows its tables and decoded images; a screenshot is kept as a test artifact
-(``$IQA_TEST_ARTIFACTS``, default ``stores/test-artifacts/``)."""
+(``$IQA_TEST_ARTIFACTS``, default ``test-artifacts/``, beside the default store, not in it)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from iqa_store import api
 from iqa_store.pipeline import Pipeline, run_pipeline
 from iqa_store.store import FeatureStore
 
-ARTIFACTS = Path(os.environ.get("IQA_TEST_ARTIFACTS", REPO / "stores" / "test-artifacts"))
+ARTIFACTS = Path(os.environ.get("IQA_TEST_ARTIFACTS", REPO / "test-artifacts"))
 
 
 def _chromium() -> str | None:

@@ -286,3 +286,14 @@ def test_manifest_saved_with_the_features(store: FeatureStore, toy, tmp_path: Pa
     assert loaded.ids == toy.ids and np.array_equal(loaded.mos, toy.mos)
     assert loaded.root == toy.root and loaded.manifest_hash() == toy.manifest_hash()
     assert store.datasets() == ["toy"]
+
+
+@pytest.mark.parametrize("folder", ["plots", "reports"])
+def test_a_folder_with_only_the_stores_figures_is_a_store(folder: str, tmp_path: Path) -> None:
+    """The demo writes its figures to stores/plots and `report` to stores/reports: either alone is still a store."""
+    (tmp_path / "root" / folder / "demo").mkdir(parents=True)
+    assert _invoke("ls", "--store", str(tmp_path / "root")).exit_code == 0
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_bytes(b"not a store")
+    refused = _invoke("ls", "--store", str(tmp_path / "photos"))
+    assert refused.exit_code == 2 and "is not a store" in refused.output

@@ -82,6 +82,8 @@ class FeatureStore:
     pretrain_dir = property(lambda self: self.root / "pretrain")  # checkpoints of unfinished training runs
     texts_dir = property(lambda self: self.root / "texts")  # text annotations (iqa_store.store.texts)
     staging_dir = property(lambda self: self.root / ".staging")
+    reports_dir = property(lambda self: self.root / "reports")  # iqa-store report's default output
+    plots_dir = property(lambda self: self.root / "plots")  # figures a pipeline writes beside its store (demo)
 
     def staging_path(self) -> Path:
         self.staging_dir.mkdir(parents=True, exist_ok=True)
